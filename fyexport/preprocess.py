@@ -1,0 +1,192 @@
+"""The one letterbox, and image reading.
+
+Calibration, evaluation, benchmarking and the runtime API all call :func:`letterbox`
+(through :func:`prepare`), so INT8 calibration sees exactly the pixels inference sees:
+aspect-preserving cv2 INTER_LINEAR resize, grey 114 padding split as in the official
+code (``round(d/2 - 0.1)`` / ``round(d/2 + 0.1)``), BGR -> RGB, CHW, float32 / 255.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+PAD_VALUE = 114
+MIN_SIDE = 8  # smaller images carry no usable signal (a 1x1 image letterboxes to one flat colour)
+
+PREPROCESSING = {
+    "letterbox": "fixed-shape, aspect-preserving, cv2 INTER_LINEAR, centred",
+    "pad_value": PAD_VALUE,
+    "color": "RGB",
+    "layout": "NCHW",
+    "scale": "1/255",
+    "dtype": "float32",
+}
+
+
+def _cv2():
+    import cv2
+
+    return cv2
+
+
+def letterbox(img: np.ndarray, new_shape=640, color=(PAD_VALUE, PAD_VALUE, PAD_VALUE), auto: bool = False,
+              scale_fill: bool = False, scaleup: bool = True, stride: int = 32):
+    """Resize ``img`` (HxWxC uint8) keeping its aspect ratio and pad it to ``new_shape``.
+
+    Args:
+        new_shape: int or (h, w) target.
+        auto: pad only to the next multiple of ``stride`` (a rectangle); False (default)
+            pads to exactly ``new_shape``, the fixed-shape mode ONNX/TensorRT engines need.
+        scale_fill: stretch to the target without padding.
+        scaleup: allow enlarging; False only shrinks.
+
+    Returns:
+        (image, (ratio_w, ratio_h), (pad_w, pad_h)) where pad is the float half-padding,
+        as the official code returns it.
+    """
+    cv2 = _cv2()
+    shape = img.shape[:2]
+    if isinstance(new_shape, int):
+        new_shape = (new_shape, new_shape)
+    r = min(new_shape[0] / shape[0], new_shape[1] / shape[1])
+    if not scaleup:
+        r = min(r, 1.0)
+    ratio = (r, r)
+    new_unpad = (int(round(shape[1] * r)), int(round(shape[0] * r)))
+    dw, dh = new_shape[1] - new_unpad[0], new_shape[0] - new_unpad[1]
+    if auto:
+        dw, dh = np.mod(dw, stride), np.mod(dh, stride)
+    elif scale_fill:
+        dw, dh = 0.0, 0.0
+        new_unpad = (new_shape[1], new_shape[0])
+        ratio = (new_shape[1] / shape[1], new_shape[0] / shape[0])
+    dw, dh = dw / 2, dh / 2
+    if shape[::-1] != new_unpad:
+        img = cv2.resize(img, new_unpad, interpolation=cv2.INTER_LINEAR)
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
+    return img, ratio, (dw, dh)
+
+
+def to_tensor(img_bgr: np.ndarray) -> np.ndarray:
+    """HxWx3 BGR uint8 -> 3xHxW RGB float32 in 0..1."""
+    x = img_bgr[:, :, ::-1].transpose(2, 0, 1)
+    return np.ascontiguousarray(x, dtype=np.float32) / 255.0
+
+
+@dataclass
+class Prepared:
+    """A letterboxed image and what is needed to map boxes back to the original."""
+
+    tensor: np.ndarray  # 3xHxW float32
+    ratio: tuple
+    pad: tuple
+    orig_hw: tuple
+
+
+def prepare(img_bgr: np.ndarray, size) -> Prepared:
+    """Letterbox (fixed shape) + to_tensor: the preprocessing of every fyexport path."""
+    lb, ratio, pad = letterbox(img_bgr, size, auto=False)
+    return Prepared(to_tensor(lb), ratio, pad, img_bgr.shape[:2])
+
+
+def scale_boxes(boxes: np.ndarray, ratio, pad, orig_hw, clip: bool = True) -> np.ndarray:
+    """Undo :func:`letterbox` on xyxy boxes (N x >=4): subtract pad, divide by gain, clip."""
+    b = np.array(boxes, dtype=np.float32, copy=True)
+    if b.size == 0:
+        return b
+    b[:, [0, 2]] -= pad[0]
+    b[:, [1, 3]] -= pad[1]
+    b[:, [0, 2]] /= ratio[0]
+    b[:, [1, 3]] /= ratio[1]
+    if clip:
+        h, w = orig_hw[:2]
+        b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
+        b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
+    return b
+
+
+# -- reading images ---------------------------------------------------------
+
+class BadImage(Exception):
+    """An image file that cannot be used (the reason is the message)."""
+
+
+def _looks_truncated(data: bytes, suffix: str) -> bool:
+    if data[:2] == b"\xff\xd8":  # JPEG: must contain its end-of-image marker near the end
+        return b"\xff\xd9" not in data[-4096:]
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in data[-64:]
+    return False
+
+
+def read_image(path) -> np.ndarray:
+    """Read an image as HxWx3 BGR uint8, or raise :class:`BadImage`.
+
+    Grayscale, RGBA, 16-bit and CMYK files are converted; empty, truncated, undecodable
+    and tiny (< 8 px) files are refused."""
+    cv2 = _cv2()
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise BadImage(f"unreadable ({e.strerror or e})")
+    if not data:
+        raise BadImage("empty file")
+    if _looks_truncated(data, p.suffix.lower()):
+        raise BadImage("truncated")
+    buf = np.frombuffer(data, np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise BadImage("not a decodable image")
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = cv2.normalize(img.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    elif img.shape[2] == 1:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[0] < MIN_SIDE or img.shape[1] < MIN_SIDE:
+        raise BadImage(f"too small ({img.shape[1]}x{img.shape[0]})")
+    return np.ascontiguousarray(img)
+
+
+def list_images(folder, recursive: bool = True) -> list[Path]:
+    """Image files under ``folder`` by suffix, sorted for determinism."""
+    folder = Path(folder)
+    it: Iterable[Path] = folder.rglob("*") if recursive else folder.glob("*")
+    return sorted(p for p in it if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def sample_images(paths: Sequence[Path], n: int | None, seed: int = 0) -> list[Path]:
+    """A deterministic sample of ``n`` paths (all when n is None or >= len)."""
+    paths = sorted(paths)
+    if n is None or n >= len(paths):
+        return list(paths)
+    rng = random.Random(seed)
+    return sorted(rng.sample(list(paths), n))
+
+
+def file_list_hash(paths: Sequence[Path], root=None) -> str:
+    """Hash of the names, sizes and modification-free content digests of ``paths``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in paths:
+        rel = os.path.relpath(p, root) if root else str(p)
+        h.update(rel.encode())
+        st = Path(p).stat()
+        h.update(str(st.st_size).encode())
+        with open(p, "rb") as f:
+            h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()

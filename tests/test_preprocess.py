@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, needs_shared
+
+
+@needs_shared
+def test_letterbox_reproduces_golden_bus(golden):
+    from fyexport.preprocess import prepare, read_image
+
+    img = read_image(FIXTURES / "bus.jpg")
+    p = prepare(img, 640)
+    ref = golden["bus_input"][0]
+    assert np.array_equal(np.round(p.tensor * 255).astype(np.uint8), np.round(ref * 255).astype(np.uint8))
+    assert np.allclose(p.ratio, golden["bus_ratio"]) and np.allclose(p.pad, golden["bus_pad"])
+    assert tuple(p.orig_hw) == tuple(golden["bus_orig_hw"])
+
+
+@needs_shared
+def test_letterbox_reproduces_golden_shapes_val0(golden, shapes_small):
+    from fyexport.preprocess import prepare, read_image
+
+    img = read_image(shapes_small.parent / "images/val/val_000000.jpg")
+    p = prepare(img, 640)
+    assert np.array_equal(np.round(p.tensor * 255).astype(np.uint8),
+                          np.round(golden["shapes_val0_input"][0] * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("hw", [(480, 640), (1080, 810), (333, 777), (640, 640), (100, 50)])
+def test_letterbox_fixed_shape_and_scale_boxes_roundtrip(hw):
+    from fyexport.preprocess import letterbox, scale_boxes
+
+    img = np.random.default_rng(0).integers(0, 255, (*hw, 3), dtype=np.uint8)
+    out, ratio, pad = letterbox(img, 320)
+    assert out.shape == (320, 320, 3)
+    h, w = hw
+    boxes = np.array([[0, 0, w, h], [w * 0.25, h * 0.5, w * 0.75, h * 0.9]], np.float32)
+    lb = boxes.copy()
+    lb[:, [0, 2]] = lb[:, [0, 2]] * ratio[0] + pad[0]
+    lb[:, [1, 3]] = lb[:, [1, 3]] * ratio[1] + pad[1]
+    back = scale_boxes(lb, ratio, pad, hw)
+    assert np.allclose(back, boxes, atol=1e-3)
+
+
+def test_letterbox_auto_pads_to_stride_multiple():
+    from fyexport.preprocess import letterbox
+
+    img = np.zeros((480, 640, 3), np.uint8)
+    out, _, pad = letterbox(img, 640, auto=True)
+    assert out.shape == (480, 640, 3) and pad == (0.0, 0.0)
+    img = np.zeros((500, 640, 3), np.uint8)
+    out, _, _ = letterbox(img, 640, auto=True)
+    assert out.shape[0] % 32 == 0 and out.shape[0] >= 500
