@@ -117,6 +117,108 @@ def export(weights, output, img_size, batch, dynamic_batch, no_simplify, nms, co
                   f"{'simplified' if r.simplified else 'not simplified'}")
 
 
+# -- prune / recover / eval ---------------------------------------------------------
+
+@cli.command()
+@click.argument("weights", required=False)
+@click.option("--cfg", type=click.Path(), help="Prune a fresh model built from this cfg instead of WEIGHTS.")
+@click.option("--nc", type=int, help="Class count for --cfg.")
+@click.option("--ratio", default=0.5, show_default=True, type=float, help="Channel pruning ratio, in (0, 1).")
+@click.option("-o", "--output", help="Where to save the pruned model (.pt, fyexport format).")
+@click.option("--importance", default="l2", show_default=True, help="l2 | l1 | lamp | bn | taylor.")
+@click.option("--round-to", default=8, show_default=True, type=int, help="Round channel counts (0: no rounding).")
+@click.option("--global", "global_pruning", is_flag=True, help="Global instead of per-layer ranking.")
+@click.option("--count-size", default=640, show_default=True, type=int, help="Input size for MAC counting.")
+@click.option("--ignore", help="Regex of conv names to leave unpruned (the head's output convs always are).")
+@click.option("--no-fuse", is_flag=True, help="Prune the training graph (BN, RepConv, implicits) instead.")
+@click.option("--data", type=click.Path(), help="Data yaml (labels) for --importance taylor.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@logging_options
+def prune(weights, cfg, nc, ratio, output, importance, round_to, global_pruning, count_size, ignore, no_fuse, data,
+          as_json):
+    """Structured channel pruning (Torch-Pruning DepGraph); prints MACs/params before and after."""
+    from . import prune as pr
+    from .models import build_model, load, save
+
+    if (weights is None) == (cfg is None):
+        raise InputError("give exactly one of WEIGHTS or --cfg")
+    pr.validate(ratio, importance, not no_fuse, round_to)
+    if output and not output.endswith((".pt", ".pth")):
+        raise InputError(f"{output}: the pruned model is saved as .pt")
+    model = build_model(cfg, nc=nc) if cfg else load(weights)
+    taylor = None
+    if importance == "taylor":
+        if not data:
+            raise InputError("--importance taylor needs --data (a labelled data yaml) for loss gradients")
+        from .recover import taylor_loss_fn
+
+        taylor = taylor_loss_fn(data, model)
+    pruned, res = pr.prune(model, ratio, importance, round_to, global_pruning, count_size, ignore, not no_fuse,
+                           taylor_batches=taylor)
+    if output:
+        save(pruned, output)
+    if as_json:
+        print_json(res.to_dict() | ({"output": output} if output else {}))
+    else:
+        pr.render(res)
+        if output:
+            G_LOGGER.info(f"wrote {output}")
+        G_LOGGER.warning("a pruned model needs recovery before it detects well: run 'fyexport recover'", once=True)
+
+
+@cli.command()
+@click.argument("pruned")
+@click.option("--teacher", required=True, help="The unpruned checkpoint the pruned model came from.")
+@click.option("--images", type=click.Path(), help="Folder of sample images (label-free distillation).")
+@click.option("--data", type=click.Path(), help="YOLO data yaml: adds the supervised loss on its train split.")
+@click.option("--epochs", default=10, show_default=True, type=int)
+@IMG_SIZE
+@click.option("--batch", default=16, show_default=True, type=int)
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="AdamW learning rate.")
+@click.option("--max-images", type=int, help="Use at most this many images (deterministic sample).")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its per-epoch state file.")
+@click.option("-o", "--output", required=True, help="Recovered model (.pt).")
+@logging_options
+def recover(pruned, teacher, images, data, epochs, img_size, batch, lr, max_images, device, seed, resume, output):
+    """Recover a pruned model's accuracy by distillation from its unpruned teacher."""
+    from .recover import RecoverConfig, recover_from_paths
+
+    size = parse_img_size(img_size)
+    if not isinstance(size, int):
+        raise InputError("recover trains on square inputs: give one --img-size")
+    cfg = RecoverConfig(epochs=epochs, img_size=size, batch=batch, lr=lr, max_images=max_images, seed=seed,
+                        device=device)
+    _, summary = recover_from_paths(pruned, teacher, images, data, output, cfg, resume)
+    G_LOGGER.info(f"wrote {output} ({summary['iterations']} iterations on {summary['images']} images, "
+                  f"{summary['seconds']:.0f} s on {summary['device']})")
+
+
+@cli.command(name="eval")
+@click.argument("artifact")
+@click.option("--data", required=True, type=click.Path(), help="YOLO data yaml.")
+@click.option("--split", default="val", show_default=True)
+@IMG_SIZE
+@click.option("--batch", default=8, show_default=True, type=int, help="Ignored for static-batch ONNX/engines.")
+@click.option("--conf", default=0.001, show_default=True, type=float)
+@click.option("--iou", default=0.65, show_default=True, type=float)
+@click.option("--runtime", default="auto", show_default=True, help="auto | torch | onnxruntime | tensorrt.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--max-images", type=int, help="Evaluate only the first N images.")
+@click.option("--json", "as_json", is_flag=True)
+@logging_options
+def eval_cmd(artifact, data, split, img_size, batch, conf, iou, runtime, device, max_images, as_json):
+    """mAP@.5 and mAP@.5:.95 (pycocotools) of a checkpoint, ONNX model or engine."""
+    from .evaluate import evaluate, render
+    from .runners import open_runner
+
+    runner = open_runner(artifact, runtime=runtime, device=device, img_size=parse_img_size(img_size))
+    with runner:
+        res = evaluate(runner, data, split, batch, conf, iou, max_images)
+    print_json(res.to_dict()) if as_json else render(res)
+
+
 # -- entry point ------------------------------------------------------------------
 
 def main(argv=None) -> int:

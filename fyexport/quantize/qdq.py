@@ -1,0 +1,361 @@
+"""Writing the Q/DQ models from an FP32 graph, a :class:`Plan` and calibrated ranges.
+
+Three flavours from one set of ranges:
+
+* ``trt`` (``model.qdq.onnx``): INT8 symmetric, zero-point 0.  Activation Q/DQ at Conv
+  and residual-Add inputs only, scale shared per group; Conv weights stored as int8 with a
+  per-output-channel DequantizeLinear (axis 0); biases, head convs and decode in FP32.
+  This is what TensorRT 10 (weakly typed, ``--int8 --fp16``) consumes.
+* ``trt-fp16`` (``model.qdq.fp16.onnx``): the same with every float tensor of the
+  backbone in FP16 (opset 19 Q/DQ with FP16 activation scales), the decode in FP32 and
+  FP32 I/O, for TensorRT 11's strongly typed networks where precision comes from the graph.
+* ``cpu`` (``model.qdq.cpu.onnx``): for ONNX Runtime on x86 CPUs, which run U8S8 much
+  faster than S8S8: activations are uint8 with a zero-point over ``[max(min, -amax), amax]``
+  from the same calibration, every tensor of the backbone is quantized (pre-activation
+  Conv outputs too, so ORT fuses QLinearConv, QLinearLeakyRelu, QLinearSigmoid, QLinearMul,
+  QLinearConcat and runs MaxPool/Resize in uint8) and biases are int32.  Never give this
+  one to TensorRT.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+
+from .graph import Plan, graph_index
+
+SILU_PRE_CLIP = -6.0  # SiLU(-6) = -0.015: clipping the pre-activation below this costs nothing
+LEAKY_DEFAULT_ALPHA = 0.01
+
+
+class _Editor:
+    def __init__(self, proto):
+        import onnx
+
+        self.onnx = onnx
+        self.m = onnx.ModelProto()
+        self.m.CopyFrom(proto)
+        self.g = self.m.graph
+        self.inits = {i.name: i for i in self.g.initializer}
+        self.names = {n.name for n in self.g.node} | {o for n in self.g.node for o in n.output} | set(self.inits)
+        self.new_nodes_before: dict = {}  # node name -> nodes to insert before it
+
+    def uniq(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.names:
+            k += 1
+            name = f"{base}_{k}"
+        self.names.add(name)
+        return name
+
+    def const(self, base: str, arr: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = self.uniq(base)
+        t = numpy_helper.from_array(np.asarray(arr), name)
+        self.g.initializer.append(t)
+        self.inits[name] = t
+        return name
+
+    def array(self, name: str) -> np.ndarray:
+        from onnx import numpy_helper
+
+        return numpy_helper.to_array(self.inits[name])
+
+    def node(self, op: str, inputs, outputs, base: str, **attrs):
+        from onnx import helper
+
+        return helper.make_node(op, list(inputs), list(outputs), name=self.uniq(base), **attrs)
+
+
+def _act_params(gmin: float, amax: float, unsigned: bool):
+    """(scale, zero_point) for an activation: symmetric int8, or uint8 over [max(min,-amax), amax]."""
+    amax = max(float(amax), 1e-6)
+    if not unsigned:
+        return np.float32(amax / 127.0), np.int8(0)
+    lo = max(min(float(gmin), 0.0), -amax)
+    hi = amax
+    scale = (hi - lo) / 255.0
+    zp = int(round(-lo / scale))
+    return np.float32(scale), np.uint8(min(max(zp, 0), 255))
+
+
+def weight_scales(w: np.ndarray) -> np.ndarray:
+    a = np.abs(w.reshape(w.shape[0], -1)).max(1)
+    return np.maximum(a / 127.0, 1e-12).astype(np.float32)
+
+
+def quantize_weight(w: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    q = np.rint(w / scales.reshape(-1, *([1] * (w.ndim - 1))))
+    return np.clip(q, -127, 127).astype(np.int8)
+
+
+def build_qdq(proto, plan: Plan, amax: dict, gmin: dict, ranges: dict, flavour: str = "trt"):
+    """A new ModelProto with Q/DQ inserted.
+
+    Args:
+        amax: group id -> calibrated amax.
+        gmin: group id -> observed minimum (uint8 zero-points of the CPU flavour).
+        ranges: pre-activation conv output -> [min, max] (CPU flavour).
+        flavour: "trt" or "cpu" (see the module docstring; "trt-fp16" is :func:`to_fp16`).
+    """
+    if flavour not in ("trt", "cpu"):
+        raise ValueError(flavour)
+    cpu = flavour == "cpu"
+    ed = _Editor(proto)
+    producer, consumers, consts = graph_index(ed.m)
+    qtype = "u8" if cpu else "s8"
+    qparams: dict = {}  # tensor -> (scale name, zp name, scale, zp)
+
+    def params_for(t: str, scale: np.float32, zp) -> tuple:
+        if t not in qparams:
+            base = t.replace("/", "_").strip("_")
+            s = ed.const(f"{base}_scale", np.array(scale, np.float32))
+            z = ed.const(f"{base}_zp", np.array(zp, np.uint8 if cpu else np.int8))
+            qparams[t] = (s, z, float(scale), int(zp))
+        return qparams[t]
+
+    def group_params(t: str):
+        g = plan.tensor_group[t]
+        return _act_params(gmin.get(g, 0.0), amax[g], cpu)
+
+    # which tensors get an activation Q/DQ, with which parameters
+    wanted: dict = {}
+    for t in plan.act_tensors:
+        wanted[t] = group_params(t)
+    if cpu:
+        graph_inputs = {i.name for i in ed.g.input}
+        for gid, ts in plan.groups.items():
+            for t in ts:
+                wanted.setdefault(t, group_params(t))
+        for y in plan.conv_outputs:
+            wanted[y] = _pre_activation_params(ed, plan, y, amax, gmin, ranges)
+            kind = plan.activations.get(y, ("none",))
+            if kind[0] == "silu":
+                sig = _node_by_name(ed.g, kind[1]).output[0]
+                wanted[sig] = (np.float32(1.0 / 255.0), np.uint8(0))
+        for i in graph_inputs:
+            if i in wanted:
+                wanted[i] = (np.float32(1.0 / 255.0), np.uint8(0))  # 0..1 images are exact in uint8
+
+    # insert one Q -> DQ pair per tensor, and point the chosen consumers at the DQ output
+    quant_convs = set(plan.conv_nodes)
+    region = plan.region
+    new_nodes = []
+    dq_of: dict = {}
+    for t, (scale, zp) in wanted.items():
+        s, z, _, _ = params_for(t, scale, zp)
+        base = t.replace("/", "_").strip("_")
+        tq, tdq = ed.uniq(f"{base}_q{qtype}"), ed.uniq(f"{base}_dq")
+        new_nodes.append((t, ed.node("QuantizeLinear", [t, s, z], [tq], f"{base}_Quantize")))
+        new_nodes.append((t, ed.node("DequantizeLinear", [tq, s, z], [tdq], f"{base}_Dequantize")))
+        dq_of[t] = tdq
+    for n in ed.g.node:
+        if n.name not in region:
+            continue
+        for k, i in enumerate(n.input):
+            if i not in dq_of:
+                continue
+            use = False
+            if cpu:
+                use = not (n.op_type == "Conv" and n.name not in quant_convs)
+            else:
+                use = (n.op_type == "Conv" and n.name in quant_convs and k == 0) or \
+                      (n.op_type == "Add" and i in plan.act_tensors)
+            if use:
+                n.input[k] = dq_of[i]
+
+    # weights (int8 per channel, axis 0) and, for the CPU flavour, int32 biases
+    for n in ed.g.node:
+        if n.op_type != "Conv" or n.name not in quant_convs:
+            continue
+        wname = n.input[1]
+        w = ed.array(wname).astype(np.float32)
+        sc = weight_scales(w)
+        base = n.name.replace("/", "_").strip("_")
+        wq = ed.const(f"{base}_w_int8", quantize_weight(w, sc))
+        ws = ed.const(f"{base}_w_scale", sc)
+        wz = ed.const(f"{base}_w_zp", np.zeros(len(sc), np.int8))
+        wdq = ed.uniq(f"{base}_w_dq")
+        new_nodes.append((None, ed.node("DequantizeLinear", [wq, ws, wz], [wdq], f"{base}_w_Dequantize", axis=0)))
+        n.input[1] = wdq
+        if cpu and len(n.input) > 2 and n.input[2] in ed.inits:
+            b = ed.array(n.input[2]).astype(np.float64)
+            x_in = n.input[0]
+            src = next((t for t, d in dq_of.items() if d == x_in), None)
+            if src is not None:
+                xs = qparams[src][2]
+                bs = (xs * sc.astype(np.float64))
+                bq = np.clip(np.rint(b / bs), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+                bqn = ed.const(f"{base}_b_int32", bq)
+                bsn = ed.const(f"{base}_b_scale", bs.astype(np.float32))
+                bzn = ed.const(f"{base}_b_zp", np.zeros(len(bs), np.int32))
+                bdq = ed.uniq(f"{base}_b_dq")
+                new_nodes.append((None, ed.node("DequantizeLinear", [bqn, bsn, bzn], [bdq], f"{base}_b_Dequantize",
+                                                axis=0)))
+                n.input[2] = bdq
+    # drop float weights no longer used
+    used = {i for n in ed.g.node for i in n.input} | {i for _, nn in new_nodes for i in nn.input}
+    keep = [i for i in ed.g.initializer if i.name in used]
+    del ed.g.initializer[:]
+    ed.g.initializer.extend(keep)
+    _insert_topologically(ed, new_nodes)
+    return ed.m
+
+
+def _pre_activation_params(ed, plan: Plan, y: str, amax: dict, gmin: dict, ranges: dict):
+    """uint8 range of a Conv output before its activation, derived from the calibrated
+    post-activation range: LeakyReLU is invertible (min_pre = min_post / alpha); for SiLU the
+    top is the post-activation amax and the bottom is clipped at SILU_PRE_CLIP, where SiLU is
+    already ~0.  Conv outputs with no recognised activation use their observed min/max."""
+    kind = plan.activations.get(y, ("none",))
+    if kind[0] == "none":
+        lo, hi = ranges.get(y, (0.0, 1.0))
+        return _range_params(lo, hi)
+    act = _node_by_name(ed.g, kind[2] if kind[0] == "silu" else kind[1])
+    post = act.output[0]
+    g = plan.tensor_group.get(post)
+    if g is None:  # post-activation not quantized (feeds only float layers): generous range
+        return _range_params(SILU_PRE_CLIP if kind[0] == "silu" else -8.0, 8.0)
+    hi = amax[g]
+    if kind[0] == "silu":
+        lo = max(SILU_PRE_CLIP, -hi)
+    else:
+        lo = max(min(gmin.get(g, 0.0), 0.0) / max(_leaky_alpha(act), 1e-3), -hi / max(_leaky_alpha(act), 1e-3))
+    return _range_params(lo, hi)
+
+
+def _range_params(lo: float, hi: float):
+    lo = min(lo, 0.0)
+    hi = max(hi, 0.0)
+    scale = max(hi - lo, 1e-6) / 255.0
+    zp = int(round(-lo / scale))
+    return np.float32(scale), np.uint8(min(max(zp, 0), 255))
+
+
+def _leaky_alpha(node) -> float:
+    for a in node.attribute:
+        if a.name == "alpha":
+            return float(a.f)
+    return LEAKY_DEFAULT_ALPHA
+
+
+def _node_by_name(graph, name):
+    for n in graph.node:
+        if n.name == name:
+            return n
+    raise KeyError(name)
+
+
+def _insert_topologically(ed: _Editor, new_nodes) -> None:
+    """Place each new node right after the producer of the tensor it reads."""
+    after: dict = {}
+    first: list = []
+    for t, node in new_nodes:
+        if t is None:
+            first.append(node)
+        else:
+            after.setdefault(t, []).append(node)
+    out = list(first)
+    graph_inputs = {i.name for i in ed.g.input}
+    for t in list(after):
+        if t in graph_inputs:
+            out.extend(after.pop(t))
+    for n in ed.g.node:
+        out.append(n)
+        for o in n.output:
+            out.extend(after.pop(o, []))
+    if after:
+        raise RuntimeError(f"could not place Q/DQ for {sorted(after)[:3]}")
+    del ed.g.node[:]
+    ed.g.node.extend(out)
+
+
+# -- FP16 flavour for TensorRT 11 ---------------------------------------------------------------
+
+def to_fp16(qdq_proto, plan: Plan, opset: int = 19):
+    """FP16 backbone (opset-19 Q/DQ with FP16 activation scales), FP32 decode and I/O."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.version_converter.convert_version(qdq_proto, opset) if _opset(qdq_proto) < opset else copy.deepcopy(
+        qdq_proto)
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    region = set(plan.region)
+    # tensors feeding the decode (outputs of region nodes consumed outside it) go back to fp32
+    # float initializers read by the backbone (biases, Q/DQ scales) become fp16; int8 weights
+    # are re-rounded to their fp16 per-channel scale so DQ -> Conv stays a clean INT8 pattern
+    region_nodes = [n for n in g.node if n.name in region or _is_qdq_in_region(n, producer, region)]
+    done = set()
+    for n in region_nodes:
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == TensorProto.INT8:
+            q = numpy_helper.to_array(inits[n.input[0]]).astype(np.float64)
+            s32 = numpy_helper.to_array(inits[n.input[1]]).astype(np.float64)
+            s16 = np.maximum(s32, 2.0 ** -24).astype(np.float16)
+            shape = (-1,) + (1,) * (q.ndim - 1) if s32.ndim == 1 else ()
+            q2 = np.clip(np.rint(q * s32.reshape(shape) / s16.astype(np.float64).reshape(shape)), -127, 127)
+            inits[n.input[0]].CopyFrom(numpy_helper.from_array(q2.astype(np.int8), n.input[0]))
+            inits[n.input[1]].CopyFrom(numpy_helper.from_array(s16, n.input[1]))
+            done.add(n.input[1])
+        for i in n.input:
+            t = inits.get(i)
+            if t is not None and t.data_type == TensorProto.FLOAT and i not in done:
+                t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), i))
+                done.add(i)
+    new_nodes, rename = [], {}
+    inp = [i for i in g.input if i.name not in inits][0]
+    casted_in = inp.name + "_fp16"
+    new_nodes.insert(0, (inp.name, helper.make_node("Cast", [inp.name], [casted_in], name="images_Cast_fp16",
+                                                    to=TensorProto.FLOAT16)))
+    rename[inp.name] = casted_in
+    # boundary: region tensors read by decode nodes
+    decode_nodes = [n for n in g.node if n.name not in region and not _is_qdq_in_region(n, producer, region)]
+    boundary = {}
+    for n in decode_nodes:
+        for k, i in enumerate(n.input):
+            p = producer.get(i)
+            if p is not None and (p.name in region or _is_qdq_in_region(p, producer, region)):
+                if i not in boundary:
+                    boundary[i] = i + "_fp32"
+                    new_nodes.append((i, helper.make_node("Cast", [i], [boundary[i]], name=i + "_Cast_fp32",
+                                                          to=TensorProto.FLOAT)))
+                n.input[k] = boundary[i]
+    for n in region_nodes:
+        for k, i in enumerate(n.input):
+            if i in rename:
+                n.input[k] = rename[i]
+    ed = _Editor.__new__(_Editor)
+    ed.m, ed.g = m, g
+    _insert_topologically(ed, new_nodes)
+    del g.value_info[:]
+    return m
+
+
+def _is_qdq_in_region(n, producer, region) -> bool:
+    if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+        return False
+    src = n.input[0]
+    p = producer.get(src)
+    depth = 0
+    while p is not None and p.op_type in ("QuantizeLinear", "DequantizeLinear") and depth < 4:
+        src = p.input[0]
+        p = producer.get(src)
+        depth += 1
+    return p is None or p.name in region
+
+
+def _opset(proto) -> int:
+    return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def qdq_summary(proto) -> dict:
+    ops = [n.op_type for n in proto.graph.node]
+    return {"QuantizeLinear": ops.count("QuantizeLinear"), "DequantizeLinear": ops.count("DequantizeLinear"),
+            "Conv": ops.count("Conv")}
+
+
+def finite(x: float) -> bool:
+    return math.isfinite(x)
