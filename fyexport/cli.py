@@ -219,6 +219,139 @@ def eval_cmd(artifact, data, split, img_size, batch, conf, iou, runtime, device,
     print_json(res.to_dict()) if as_json else render(res)
 
 
+# -- INT8 --------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("model")
+@click.option("--images", required=True, type=click.Path(), help="Folder of calibration images (recursive).")
+@click.option("-o", "--output", "out_dir", required=True, help="Output folder.")
+@click.option("--num-images", default=500, show_default=True, type=int, help="Images to sample (deterministic).")
+@click.option("--batch", default=8, show_default=True, type=int, help="Images per histogram batch.")
+@click.option("--method", default="entropy", show_default=True, type=click.Choice(["entropy", "minmax", "percentile"]))
+@click.option("--percentile", default=99.99, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--exclude", help="Regex of Conv node/tensor names to keep in float (the head's output convs always are).")
+@click.option("--json", "as_json", is_flag=True)
+@logging_options
+def calibrate(model, images, out_dir, num_images, batch, method, percentile, seed, exclude, as_json):
+    """Calibrate an FP32 ONNX on sample images: TensorRT cache + Q/DQ ONNX models."""
+    from .quantize import calibrate as run
+
+    res = run(model, images, out_dir, num_images, batch, method, percentile, seed, exclude)
+    summary = {"out_dir": str(res.out_dir), "files": {k: str(v) for k, v in res.files.items()}, "method": res.method,
+               "images_used": res.images_used, "images_skipped": res.images_skipped,
+               "seconds": round(res.seconds, 2), "peak_rss_mb": res.peak_rss_mb}
+    if as_json:
+        print_json(summary)
+    else:
+        for k, v in res.files.items():
+            G_LOGGER.info(f"wrote {v}")
+        G_LOGGER.info(f"{res.method} calibration on {res.images_used} images in {res.seconds:.1f} s")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True)
+@logging_options
+def inspect(model, as_json):
+    """List quantized and float nodes, scales, and Q/DQ placement-rule violations (exit 1 if any)."""
+    from .export import check_onnx_file
+    from .quantize.inspect import inspect_qdq, render
+
+    rep = inspect_qdq(check_onnx_file(model), str(model))
+    print_json(rep.to_dict()) if as_json else render(rep)
+    if rep.violations:
+        raise click.exceptions.Exit(1)
+
+
+# -- bench ---------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("artifacts", nargs=-1)
+@click.option("--baseline", required=True, help="The unpruned FP32 checkpoint everything is compared with.")
+@click.option("--runtime", default="auto", show_default=True, help="auto | tensorrt | onnxruntime | torch.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda.")
+@click.option("--batch", "batches", default="1", show_default=True, help="Batch sizes, e.g. 1,8,32.")
+@IMG_SIZE
+@click.option("--warmup", default=0.2, show_default=True, type=float, help="Warm-up seconds per measurement.")
+@click.option("--duration", default=3.0, show_default=True, type=float, help="Measuring seconds per measurement.")
+@click.option("--data", type=click.Path(), help="Data yaml: adds mAP@.5:.95 and its drop to every row.")
+@click.option("--eval-images", type=int, help="Evaluate mAP on the first N validation images only.")
+@click.option("--images", type=click.Path(), help="Real images for the end-to-end timing (default: the val split).")
+@click.option("--json", "json_out", help="Write the report as JSON (schema: benchmarks/schema.json).")
+@click.option("--plot", "plot_out", help="Write a PNG plot (latency vs mAP, speedup bars).")
+@logging_options
+def bench(artifacts, baseline, runtime, device, batches, img_size, warmup, duration, data, eval_images, images,
+          json_out, plot_out):
+    """Latency, throughput and accuracy of ARTIFACTS against the unpruned FP32 BASELINE."""
+    from . import bench as b
+
+    try:
+        sizes = [int(v) for v in str(batches).split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--batch: expected comma-separated integers, got {batches!r}")
+    report = b.run_bench(list(artifacts), baseline, runtime, device, sizes, parse_img_size(img_size), warmup,
+                         duration, data, images, eval_images)
+    b.render(report)
+    if json_out:
+        b.write_json(report, json_out)
+        G_LOGGER.info(f"wrote {json_out}")
+    if plot_out:
+        b.plot(report, plot_out)
+        G_LOGGER.info(f"wrote {plot_out}")
+
+
+# -- TensorRT ---------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("model")
+@click.option("-o", "--output", required=True, help="Engine file (.engine / .plan); metadata goes to <engine>.json.")
+@click.option("--precision", default="int8", show_default=True, type=click.Choice(["fp32", "fp16", "int8"]))
+@click.option("--workspace", default=4.0, show_default=True, type=float, help="Workspace memory pool (GiB).")
+@click.option("--batch", type=int, help="Static batch (for a dynamic-batch ONNX: min = opt = max).")
+@click.option("--min-batch", type=int)
+@click.option("--opt-batch", type=int)
+@click.option("--max-batch", type=int)
+@click.option("--timing-cache", type=click.Path(), help="Load and save TensorRT's timing cache here.")
+@click.option("--opt-level", default=3, show_default=True, type=int, help="Builder optimization level 0..5.")
+@click.option("--calibrator", default="qdq", show_default=True, type=click.Choice(["qdq", "trt-entropy"]),
+              help="qdq: explicit Q/DQ from 'fyexport calibrate'; trt-entropy: TensorRT 10's own calibrator.")
+@click.option("--images", type=click.Path(), help="Calibration images for --calibrator trt-entropy.")
+@click.option("--triton-repo", type=click.Path(), help="Also write a Triton model repository here.")
+@logging_options
+def engine(model, output, precision, workspace, batch, min_batch, opt_batch, max_batch, timing_cache, opt_level,
+           calibrator, images, triton_repo):
+    """Build a TensorRT engine (TensorRT 10 or 11) from an ONNX model."""
+    from .trt.builder import BuildConfig, build_engine, current_command
+
+    if batch is not None:
+        min_batch = opt_batch = max_batch = batch
+    cfg = BuildConfig(precision=precision, workspace_gib=workspace, min_batch=min_batch, opt_batch=opt_batch,
+                      max_batch=max_batch, timing_cache=timing_cache, optimization_level=opt_level,
+                      calibrator=calibrator, calib_images=images, verbose=G_LOGGER.level <= 10,
+                      command=current_command())
+    res = build_engine(model, output, cfg)
+    G_LOGGER.info(f"wrote {res.engine} ({res.meta['int8_layers']} INT8 layers of {res.meta['layers']}) and "
+                  f"{res.meta_path} in {res.seconds:.0f} s")
+    if triton_repo:
+        from .trt.triton import write_repository
+
+        G_LOGGER.info(f"wrote Triton model {write_repository(res.engine, triton_repo)}")
+
+
+@cli.command()
+@click.argument("engine_path")
+@click.option("--repo", required=True, type=click.Path(), help="Triton model repository folder.")
+@click.option("--name", help="Model name (default: the engine's file stem).")
+@click.option("--max-batch", type=int, help="max_batch_size (default: the engine profile's max).")
+@logging_options
+def triton(engine_path, repo, name, max_batch):
+    """Write a Triton model repository (config.pbtxt + model.plan) for a built engine."""
+    from .trt.triton import write_repository
+
+    G_LOGGER.info(f"wrote {write_repository(engine_path, repo, name, max_batch)}")
+
+
 # -- entry point ------------------------------------------------------------------
 
 def main(argv=None) -> int:
@@ -227,8 +360,8 @@ def main(argv=None) -> int:
     if verbose:
         G_LOGGER.configure(verbose=True)
     try:
-        cli.main(args=argv, prog_name="fyexport", standalone_mode=False)
-        return 0
+        rc = cli.main(args=argv, prog_name="fyexport", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0
     except click.exceptions.Exit as e:
         return int(e.exit_code or 0)
     except click.ClickException as e:

@@ -177,7 +177,8 @@ def export_onnx(model, path, img_size=640, batch: int = 1, dynamic_batch: bool =
         proto = append_nms(proto, nms, nc=m.nc)
         meta["nms"] = nms.to_dict()
     write_meta(proto, meta)
-    onnx.checker.check_model(proto)
+    if nms is None or nms.kind != "trt-plugin":  # the plugin op is known to TensorRT only
+        onnx.checker.check_model(proto)
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
     out_shape = [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]

@@ -45,3 +45,42 @@ def describe_onnx(path) -> dict:
         "calibration": meta.get("calibration"),
         "producer": meta.get("producer"),
     }
+
+
+def onnx_macs_params(path_or_proto) -> tuple[int, int]:
+    """Conv multiply-accumulates per image and conv parameters of an ONNX graph (FP32,
+    FP16 or Q/DQ), from ONNX shape inference."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    proto = path_or_proto if isinstance(path_or_proto, onnx.ModelProto) else onnx.load(str(path_or_proto))
+    inferred = shape_inference.infer_shapes(proto)
+    shapes = {}
+    for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+        shapes[v.name] = [d.dim_value for d in v.type.tensor_type.shape.dim]
+    inits = {i.name: list(i.dims) for i in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+
+    def weight_shape(name):
+        if name in inits:
+            return inits[name]
+        p = producer.get(name)
+        while p is not None and p.op_type in ("DequantizeLinear", "Cast", "QuantizeLinear"):
+            if p.input[0] in inits:
+                return inits[p.input[0]]
+            p = producer.get(p.input[0])
+        return shapes.get(name)
+
+    macs = params = 0
+    for n in proto.graph.node:
+        if n.op_type != "Conv":
+            continue
+        w = weight_shape(n.input[1])
+        y = shapes.get(n.output[0])
+        if not w or not y or len(y) != 4:
+            continue
+        cout, cin_g, kh, kw = w
+        macs += y[2] * y[3] * cout * cin_g * kh * kw
+        params += cout * cin_g * kh * kw + (cout if len(n.input) > 2 and n.input[2] else 0)
+    del numpy_helper
+    return int(macs), int(params)

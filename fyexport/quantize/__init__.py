@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..log import G_LOGGER
 
+STATS_FILE = "calib.stats.json"
 ARTIFACTS = {
     "cache": "calib.cache",
     "json": "calib.json",
@@ -91,8 +92,14 @@ def calibrate(onnx_path, images, out_dir, num_images: int | None = 500, batch: i
     out_dir.mkdir(parents=True, exist_ok=True)
     key = _state_key(model_sha, imgs, {"batch": batch, "exclude": exclude or ""})
     state = out_dir / ".calib-state.json"
+    stats_file = out_dir / STATS_FILE
     t0 = time.perf_counter()
-    col = collect(proto, plan, imgs, batch, state_path=state, state_key=key)
+    col = load_collected(stats_file, key)
+    if col is not None:
+        G_LOGGER.info(f"calibration statistics reused from {stats_file} (same model, images and settings)")
+    else:
+        col = collect(proto, plan, imgs, batch, state_path=state, state_key=key)
+        save_collected(stats_file, key, col)
     if col.images_skipped:
         why = ", ".join(f"{v} {k}" for k, v in sorted(col.skipped_reasons.items()))
         G_LOGGER.warning(f"{images}: skipped {col.images_skipped} of {len(imgs.paths)} images ({why}); "
@@ -157,6 +164,46 @@ def calibrate(onnx_path, images, out_dir, num_images: int | None = 500, batch: i
     return CalibrationResult(out_dir, files, method, col.images_used, col.images_skipped,
                              time.perf_counter() - t0, col.infer_seconds, col.stats_seconds, amax_s, _peak_rss_mb(),
                              calib_info)
+
+
+def save_collected(path, key: str, col) -> None:
+    """Histograms and ranges of a finished collection, so another --method is instant."""
+    import json
+
+    from ..artifacts import write_bytes
+
+    payload = {"key": key, "images_used": col.images_used, "images_skipped": col.images_skipped,
+               "skipped_reasons": col.skipped_reasons, "ranges": col.ranges,
+               "hists": {g: {"width": h.width, "counts": None if h.counts is None else h.counts.tolist(),
+                             "amax": h.amax, "min": h.min, "max": h.max, "total": h.total}
+                         for g, h in col.hists.items()}}
+    write_bytes(path, json.dumps(payload).encode())
+
+
+def load_collected(path, key: str):
+    import json
+
+    import numpy as np
+
+    from .calibrate import Collected
+    from .histogram import AbsHistogram
+
+    try:
+        st = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if st.get("key") != key:
+        if Path(path).exists():
+            G_LOGGER.info(f"{path}: statistics of another model or image set; calibrating again")
+        return None
+    hists = {}
+    for g, d in st["hists"].items():
+        h = AbsHistogram()
+        h.width, h.amax, h.min, h.max, h.total = d["width"], d["amax"], d["min"], d["max"], d["total"]
+        h.counts = None if d["counts"] is None else np.asarray(d["counts"], np.int64)
+        hists[g] = h
+    return Collected(hists, {k: list(v) for k, v in st["ranges"].items()}, st["images_used"], st["images_skipped"],
+                     st.get("skipped_reasons", {}))
 
 
 def _check_loads(path) -> None:

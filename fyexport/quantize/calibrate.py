@@ -113,7 +113,7 @@ def _state_key(model_sha: str, images: ImageSet, method_independent: dict) -> st
 
 
 def collect(proto, plan: Plan, images: ImageSet, batch: int = 8, state_path: Path | None = None,
-            state_key: str = "", save_every: int = 8) -> Collected:
+            state_key: str = "", save_every: int = 4) -> Collected:
     """Run the calibration images and return the histograms and ranges."""
     import onnxruntime as ort
 

@@ -74,10 +74,16 @@ def graph_index(proto):
 
 
 def head_convs(proto) -> list:
-    """Conv nodes whose output goes straight into the decode (a Reshape)."""
+    """Conv nodes whose output goes into the decode (a Reshape, possibly through a Cast)."""
     _, consumers, _ = graph_index(proto)
-    return [n.name for n in proto.graph.node if n.op_type == "Conv"
-            and any(c.op_type == "Reshape" for c in consumers[n.output[0]])]
+
+    def feeds_reshape(t, depth=0):
+        for c in consumers[t]:
+            if c.op_type == "Reshape" or (c.op_type == "Cast" and depth < 2 and feeds_reshape(c.output[0], depth + 1)):
+                return True
+        return False
+
+    return [n.name for n in proto.graph.node if n.op_type == "Conv" and feeds_reshape(n.output[0])]
 
 
 def analyse(proto, exclude: str | None = None) -> Plan:

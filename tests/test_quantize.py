@@ -1,0 +1,328 @@
+"""INT8: histograms, the KL search, the TensorRT cache, calibration and Q/DQ placement."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import TINY, needs_shared, run_cli
+
+
+# -- the KL search against an independent, straightforward implementation ---------------
+
+def reference_entropy_amax(hist, width, nbins_q=128, start=128):
+    """Direct transcription of the algorithm (docs/int8-tensorrt.md, 5), one candidate at a
+    time with explicit P and Q arrays."""
+    bins = np.asarray(hist, dtype=np.float64).copy()
+    bins[0] = bins[1]
+    total = bins.sum()
+    best_i, best_kl = None, np.inf
+    for i in range(start, len(bins) + 1):
+        p = bins[:i].copy()
+        p[i - 1] += bins[i:].sum()
+        group = np.digitize(np.arange(i), np.linspace(0, i, nbins_q + 1)) - 1
+        q = np.zeros(i)
+        for g in range(nbins_q):
+            sel = (group == g)
+            nonzero = sel & (bins[:i] > 0)
+            if nonzero.any():
+                q[nonzero] = bins[:i][sel].sum() / nonzero.sum()
+        p /= total
+        if q.sum() == 0:
+            continue
+        q /= q.sum()
+        mask = p > 0
+        if np.any(q[mask] == 0):
+            kl = np.inf
+        else:
+            kl = float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+        if kl <= best_kl:  # last minimum on ties
+            best_kl, best_i = kl, i
+    return best_i * width
+
+
+def _hist_of(x, bins=2048):
+    from fyexport.quantize.histogram import AbsHistogram
+
+    h = AbsHistogram(bins)
+    h.update(x.astype(np.float32))
+    return h
+
+
+@pytest.mark.parametrize("dist", ["uniform", "gaussian", "laplace_outliers"])
+def test_kl_search_matches_reference_loop(dist):
+    from fyexport.quantize.entropy import entropy_amax
+
+    rng = np.random.default_rng(1)
+    if dist == "uniform":
+        x = rng.uniform(-1, 1, 200_000)
+    elif dist == "gaussian":
+        x = rng.normal(0, 1, 200_000)
+    else:
+        x = np.concatenate([rng.laplace(0, 0.5, 200_000), rng.uniform(20, 40, 30)])
+    h = _hist_of(x, bins=512)  # fewer bins keep the O(N^2) reference loop quick
+    fast = entropy_amax(h.counts, h.width)
+    ref = reference_entropy_amax(h.counts, h.width)
+    assert fast == pytest.approx(ref, rel=1e-12)
+    if dist == "uniform":
+        assert fast == pytest.approx(1.0, rel=0.02)  # nothing to clip
+    else:
+        assert fast < 0.6 * h.amax  # clips into the tail
+
+
+def test_kl_is_nonnegative_and_finite_at_full_range():
+    from fyexport.quantize.entropy import kl_divergences
+
+    rng = np.random.default_rng(0)
+    h = _hist_of(rng.normal(0, 1, 100_000))
+    cands, kl = kl_divergences(h.counts)
+    assert cands[-1] == len(h.counts) and h.counts[-1] > 0
+    assert np.all(kl >= 0) and np.isfinite(kl[-1])
+
+
+def test_percentile_and_minmax():
+    from fyexport.quantize.entropy import compute_amax
+
+    x = np.linspace(-1, 1, 100_001)
+    h = _hist_of(x)
+    assert compute_amax(h, "minmax") == pytest.approx(1.0)
+    assert compute_amax(h, "percentile", 50.0) == pytest.approx(0.5, abs=2e-3)
+
+
+# -- histograms -----------------------------------------------------------------------------
+
+def test_histogram_merge_equals_one_shot():
+    from fyexport.quantize.histogram import AbsHistogram, count_abs
+
+    rng = np.random.default_rng(2)
+    a = rng.normal(0, 1, 50_000).astype(np.float32)
+    b = rng.normal(0, 4, 50_000).astype(np.float32)  # a larger range: the histogram grows
+    h = AbsHistogram()
+    h.update(a)
+    h.update(b)
+    assert len(h.counts) > 2048
+    one, over, _, _ = count_abs(np.concatenate([a, b]), h.width, len(h.counts), use_fast=False)
+    assert over == 0 and np.array_equal(h.counts, one) and h.total == 100_000
+
+
+def test_fast_counter_equals_numpy():
+    from fyexport.quantize.histogram import _FAST, count_abs
+
+    if _FAST is None:
+        pytest.skip("the optional C accelerator was not built (no compiler at install time)")
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(1_000_003) * 3).astype(np.float32)
+    x[::1000] = 0.0
+    for nbins in (2048, 3000):
+        a = count_abs(x, 0.004, nbins)
+        b = count_abs(x, 0.004, nbins, use_fast=False)
+        assert np.array_equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def test_nonfinite_activation_is_an_error():
+    from fyexport.quantize.histogram import AbsHistogram
+
+    h = AbsHistogram()
+    h.update(np.ones(10, np.float32))
+    bad = np.ones(10, np.float32)
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        h.update(bad)
+
+
+# -- the TensorRT cache format ----------------------------------------------------------------
+
+def test_cache_scale_encoding_round_trip():
+    from fyexport.quantize.cache import decode_scale, encode_scale, format_cache, parse_cache
+
+    assert encode_scale(1.0) == "3c010204"
+    assert encode_scale(2.0) == "3c810204"
+    assert encode_scale(0.5) == "3b810204"
+    assert decode_scale("3c010204") == pytest.approx(1 / 127)
+    text = format_cache({"b": 3.5, "a": 1.0}, version=101600)
+    assert text.splitlines()[0] == "TRT-101600-EntropyCalibration2"
+    assert text.splitlines()[1] == "a: 3c010204"
+    header, amax = parse_cache(text)
+    assert amax["a"] == pytest.approx(1.0) and amax["b"] == pytest.approx(3.5, rel=1e-6)
+
+
+def test_cache_version_numbers():
+    from fyexport.quantize.cache import trt_version_number
+
+    assert trt_version_number("10.3.0") == 100300
+    assert trt_version_number("10.16.1.11") == 101601
+    assert trt_version_number("8.5.1") == 8501
+
+
+# -- calibration on the tiny fixture --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    if not TINY.exists():
+        pytest.skip("fixtures missing")
+    import fyexport
+    from fyexport.export import export_onnx
+
+    path = tmp_path_factory.mktemp("q") / "tiny.onnx"
+    export_onnx(fyexport.load(TINY), path, img_size=320)
+    return path
+
+
+@pytest.fixture(scope="module")
+def calib_images(tmp_path_factory):
+    from fyexport.datasets.shapes import generate
+
+    root = tmp_path_factory.mktemp("calib")
+    generate(root, train=20, val=0, size=320)
+    return root / "images" / "train"
+
+
+def _bad_image_folder(root, good_dir):
+    """Good shapes images plus every kind of awkward file."""
+    import shutil
+
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    for p in sorted(good_dir.glob("*.jpg"))[:6]:
+        shutil.copy(p, root / p.name)
+    src = sorted(good_dir.glob("*.jpg"))[0]
+    (root / "zero.jpg").write_bytes(b"")
+    (root / "truncated.jpg").write_bytes(src.read_bytes()[:2000])
+    (root / "text.jpg").write_text("not an image at all\n")
+    Image.new("RGB", (1, 1), (10, 20, 30)).save(root / "one_pixel.png")
+    img = Image.open(src)
+    img.convert("L").save(root / "gray.png")
+    img.convert("RGBA").save(root / "rgba.png")
+    img.convert("CMYK").save(root / "cmyk.jpg")
+    arr16 = (np.asarray(img.convert("L"), dtype=np.uint16) * 257)
+    Image.fromarray(arr16).save(root / "sixteen.png")
+    sub = root / "nested" / "deeper"
+    sub.mkdir(parents=True)
+    shutil.copy(src, sub / "again.bmp")
+    return root
+
+
+@needs_shared
+def test_calibration_outputs_and_determinism(tiny_onnx, calib_images, tmp_path):
+    from fyexport.quantize import calibrate
+    from fyexport.quantize.cache import parse_cache
+
+    a = calibrate(tiny_onnx, calib_images, tmp_path / "a", num_images=12, batch=4)
+    b = calibrate(tiny_onnx, calib_images, tmp_path / "b", num_images=12, batch=4)
+    ca, cb = (tmp_path / "a/calib.cache").read_bytes(), (tmp_path / "b/calib.cache").read_bytes()
+    assert ca == cb
+    for name in ("model.qdq.onnx", "model.qdq.fp16.onnx", "model.qdq.cpu.onnx"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    header, amax = parse_cache(ca.decode())
+    assert header.startswith("TRT-") and header.endswith("-EntropyCalibration2")
+    assert set(amax) == set(a.info["tensors"]) and all(v > 0 for v in amax.values())
+    assert a.info["images"]["used"] == 12 and len(a.info["model"]["sha256"]) == 64
+    # another method reuses the statistics and gives another cache
+    c = calibrate(tiny_onnx, calib_images, tmp_path / "a", num_images=12, batch=4, method="minmax")
+    assert c.infer_seconds == 0.0
+    _, mm = parse_cache((tmp_path / "a/calib.cache").read_text())
+    assert any(mm[k] > amax[k] * 1.0001 for k in amax)  # minmax never clips, entropy does somewhere
+
+
+@needs_shared
+def test_interrupted_calibration_resumes_identically(tiny_onnx, calib_images, tmp_path, monkeypatch):
+    import fyexport.preprocess as pre
+    from fyexport.quantize import calibrate
+    from fyexport.quantize import calibrate as cal_mod  # noqa: F401
+
+    ref = calibrate(tiny_onnx, calib_images, tmp_path / "ref", num_images=16, batch=2)
+    real = pre.read_image
+    calls = {"n": 0}
+
+    def flaky(path):
+        calls["n"] += 1
+        if calls["n"] == 11:
+            raise KeyboardInterrupt
+        return real(path)
+
+    monkeypatch.setattr(pre, "read_image", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(tiny_onnx, calib_images, tmp_path / "run", num_images=16, batch=2)
+    assert not (tmp_path / "run/calib.cache").exists()
+    assert (tmp_path / "run/.calib-state.json").exists()
+    monkeypatch.setattr(pre, "read_image", real)
+    calibrate(tiny_onnx, calib_images, tmp_path / "run", num_images=16, batch=2)
+    assert (tmp_path / "run/calib.cache").read_bytes() == (tmp_path / "ref/calib.cache").read_bytes()
+    assert (tmp_path / "run/model.qdq.cpu.onnx").read_bytes() == (tmp_path / "ref/model.qdq.cpu.onnx").read_bytes()
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+    del ref
+
+
+@needs_shared
+def test_awkward_calibration_folder(tiny_onnx, calib_images, tmp_path):
+    folder = _bad_image_folder(tmp_path / "mixed", calib_images)
+    proc = run_cli("calibrate", tiny_onnx, "--images", folder, "-o", tmp_path / "out", "--num-images", "100",
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    import json
+
+    d = json.loads(proc.stdout)
+    # zero-byte, truncated, text-as-jpg and 1x1 are skipped; gray, RGBA, CMYK, 16-bit, nested bmp are used
+    assert d["images_skipped"] == 4 and d["images_used"] == 6 + 5
+    assert "skipped 4" in proc.stderr
+
+
+def test_empty_or_missing_folder_is_a_usage_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    for folder in (tmp_path / "empty", tmp_path / "missing"):
+        proc = run_cli("calibrate", tmp_path / "m.onnx", "--images", folder, "-o", tmp_path / "o")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+@needs_shared
+def test_qdq_models_follow_the_rules_and_run(tiny_onnx, calib_images, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from fyexport.quantize import calibrate
+    from fyexport.quantize.inspect import inspect_qdq
+
+    calibrate(tiny_onnx, calib_images, tmp_path, num_images=12, batch=4)
+    trt = inspect_qdq(onnx.load(str(tmp_path / "model.qdq.onnx")))
+    assert not trt.violations and trt.activation_dtype == "int8"
+    assert len(trt.float_convs) == 3 and len(trt.quantized_convs) == 55  # head convs stay float
+    fp16 = inspect_qdq(onnx.load(str(tmp_path / "model.qdq.fp16.onnx")))
+    assert not fp16.violations
+    assert any(i.data_type == 10 for i in onnx.load(str(tmp_path / "model.qdq.fp16.onnx")).graph.initializer)
+    cpu = inspect_qdq(onnx.load(str(tmp_path / "model.qdq.cpu.onnx")))
+    assert not cpu.violations and cpu.activation_dtype == "uint8"
+    # the CPU flavour runs as real INT8 kernels in ONNX Runtime
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "model.qdq.cpu.onnx"), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert ops.count("QLinearConv") == 55
+    x = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)
+    assert sess.run(None, {"images": x})[0].shape == (1, 6300, 10)
+    # a broken concat scale is reported
+    from onnx import numpy_helper
+
+    m = onnx.load(str(tmp_path / "model.qdq.onnx"))
+    for init in m.graph.initializer:
+        if init.name == "m_model.10_act_LeakyRelu_output_0_scale":
+            init.CopyFrom(numpy_helper.from_array(np.array(0.5, np.float32), init.name))
+    bad = inspect_qdq(m)
+    assert any("Concat" in v for v in bad.violations)
+
+
+@needs_shared
+def test_int8_accuracy_close_to_fp32(tiny_onnx, calib_images, tmp_path, shapes_small):
+    """A real (small) accuracy check: INT8 on 16 validation images stays near FP32."""
+    from fyexport.evaluate import evaluate
+    from fyexport.quantize import calibrate
+    from fyexport.runners import open_runner
+
+    calibrate(tiny_onnx, calib_images, tmp_path, num_images=20, batch=4)
+    maps = {}
+    for name, path in (("fp32", tiny_onnx), ("s8s8", tmp_path / "model.qdq.onnx"),
+                       ("u8s8", tmp_path / "model.qdq.cpu.onnx")):
+        maps[name] = evaluate(open_runner(path), shapes_small).map
+    assert maps["fp32"] > 0.2
+    assert abs(maps["s8s8"] - maps["fp32"]) < 0.05 and abs(maps["u8s8"] - maps["fp32"]) < 0.05
