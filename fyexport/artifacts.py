@@ -49,6 +49,7 @@ def atomic_path(path) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise FyexportError(f"{path}: writer produced no file")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give them the usual permissions
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -58,6 +59,12 @@ def atomic_path(path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
 
 
 def write_bytes(path, data: bytes) -> Path:

@@ -405,7 +405,9 @@ def render(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    from .log import table_console
+
+    con = table_console()
     m = report["machine"]
     where = m.get("gpu") or m.get("cpu")
     t = Table(title=f"fyexport bench on {where} ({report['settings']['img_size'][0]}x{report['settings']['img_size'][1]})")

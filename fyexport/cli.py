@@ -176,12 +176,14 @@ def prune(weights, cfg, nc, ratio, output, importance, round_to, global_pruning,
 @click.option("--batch", default=16, show_default=True, type=int)
 @click.option("--lr", default=1e-3, show_default=True, type=float, help="AdamW learning rate.")
 @click.option("--max-images", type=int, help="Use at most this many images (deterministic sample).")
+@click.option("--max-minutes", type=float, help="Stop training after this many minutes (schedule fitted to it).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its per-epoch state file.")
 @click.option("-o", "--output", required=True, help="Recovered model (.pt).")
 @logging_options
-def recover(pruned, teacher, images, data, epochs, img_size, batch, lr, max_images, device, seed, resume, output):
+def recover(pruned, teacher, images, data, epochs, img_size, batch, lr, max_images, max_minutes, device, seed, resume,
+            output):
     """Recover a pruned model's accuracy by distillation from its unpruned teacher."""
     from .recover import RecoverConfig, recover_from_paths
 
@@ -189,7 +191,7 @@ def recover(pruned, teacher, images, data, epochs, img_size, batch, lr, max_imag
     if not isinstance(size, int):
         raise InputError("recover trains on square inputs: give one --img-size")
     cfg = RecoverConfig(epochs=epochs, img_size=size, batch=batch, lr=lr, max_images=max_images, seed=seed,
-                        device=device)
+                        device=device, time_budget_s=max_minutes * 60 if max_minutes else None)
     _, summary = recover_from_paths(pruned, teacher, images, data, output, cfg, resume)
     G_LOGGER.info(f"wrote {output} ({summary['iterations']} iterations on {summary['images']} images, "
                   f"{summary['seconds']:.0f} s on {summary['device']})")
@@ -231,13 +233,19 @@ def eval_cmd(artifact, data, split, img_size, batch, conf, iou, runtime, device,
 @click.option("--percentile", default=99.99, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--exclude", help="Regex of Conv node/tensor names to keep in float (the head's output convs always are).")
+@click.option("--auto-exclude", default=0, show_default=True, type=int,
+              help="Keep the K most sensitive scale groups in float (output-error sensitivity analysis).")
+@click.option("--bias-correction", default=32, show_default=True, type=int,
+              help="Images for per-conv bias correction of the Q/DQ models (0: off).")
 @click.option("--json", "as_json", is_flag=True)
 @logging_options
-def calibrate(model, images, out_dir, num_images, batch, method, percentile, seed, exclude, as_json):
+def calibrate(model, images, out_dir, num_images, batch, method, percentile, seed, exclude, auto_exclude,
+              bias_correction, as_json):
     """Calibrate an FP32 ONNX on sample images: TensorRT cache + Q/DQ ONNX models."""
     from .quantize import calibrate as run
 
-    res = run(model, images, out_dir, num_images, batch, method, percentile, seed, exclude)
+    res = run(model, images, out_dir, num_images, batch, method, percentile, seed, exclude,
+              auto_exclude=auto_exclude, bias_correction=bias_correction)
     summary = {"out_dir": str(res.out_dir), "files": {k: str(v) for k, v in res.files.items()}, "method": res.method,
                "images_used": res.images_used, "images_skipped": res.images_skipped,
                "seconds": round(res.seconds, 2), "peak_rss_mb": res.peak_rss_mb}
@@ -350,6 +358,62 @@ def triton(engine_path, repo, name, max_batch):
     from .trt.triton import write_repository
 
     G_LOGGER.info(f"wrote {write_repository(engine_path, repo, name, max_batch)}")
+
+
+# -- build / demo -----------------------------------------------------------------------
+
+@cli.command()
+@click.option("--weights", required=True, help="YOLOv7 checkpoint (official or fyexport).")
+@click.option("--calib", required=True, type=click.Path(), help="Folder of calibration images.")
+@click.option("-o", "--output", "out", required=True, help="Output folder (artifacts + manifest.json).")
+@click.option("--prune", default=0.5, show_default=True, type=float, help="Channel pruning ratio (0: no pruning).")
+@click.option("--recover-epochs", default=0, show_default=True, type=int, help="Distillation epochs after pruning.")
+@click.option("--data", type=click.Path(), help="Data yaml: mAP of FP32 vs INT8 and the mAP gate.")
+@click.option("--img-size", default=640, show_default=True, type=int)
+@click.option("--batch", default=1, show_default=True, type=int, help="Static batch of the exported model.")
+@click.option("--precision", default="int8", show_default=True, type=click.Choice(["int8", "fp16", "fp32"]))
+@click.option("--method", default="entropy", show_default=True, type=click.Choice(["entropy", "minmax", "percentile"]))
+@click.option("--max-map-drop", default=1.0, show_default=True, type=float, help="mAP@.5:.95 points INT8 may lose.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda (recovery, engine).")
+@click.option("--num-images", default=500, show_default=True, type=int, help="Calibration images to sample.")
+@click.option("--recover-batch", default=16, show_default=True, type=int)
+@click.option("--recover-images", type=int, help="Use at most N images for recovery.")
+@click.option("--eval-images", type=int, help="Evaluate on the first N validation images only.")
+@click.option("--exclude", help="Regex of convs to keep in float when quantizing.")
+@click.option("--no-bench", is_flag=True, help="Skip the quick benchmark.")
+@click.option("--bench-duration", default=2.0, show_default=True, type=float, help="Seconds per bench measurement.")
+@click.option("--bias-correction", default=32, show_default=True, type=int, help="Images for INT8 bias correction.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@logging_options
+def build(weights, calib, out, prune, recover_epochs, data, img_size, batch, precision, method, max_map_drop, device,
+          num_images, recover_batch, recover_images, eval_images, exclude, no_bench, bench_duration, bias_correction,
+          as_json):
+    """Checkpoint + calibration folder -> pruned, INT8, engine-ready artifacts and a report."""
+    from .build import BuildOptions, render_summary, run_build
+
+    opts = BuildOptions(weights=weights, calib=calib, out=out, prune=prune, recover_epochs=recover_epochs, data=data,
+                        img_size=img_size, batch=batch, precision=precision, method=method, max_map_drop=max_map_drop,
+                        device=device, num_images=num_images, recover_batch=recover_batch,
+                        recover_images=recover_images, eval_images=eval_images, exclude=exclude, bench=not no_bench,
+                        bench_duration=bench_duration, bias_correction=bias_correction)
+    s = run_build(opts)
+    print_json(s) if as_json else render_summary(s)
+
+
+@cli.command()
+@click.option("-o", "--output", "out", default="fyexport-demo", show_default=True, help="Demo folder.")
+@click.option("--calib-images", default=160, show_default=True, type=int)
+@click.option("--val-images", default=100, show_default=True, type=int)
+@click.option("--prune", default=0.3, show_default=True, type=float)
+@click.option("--recover-epochs", default=2, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True)
+@logging_options
+def demo(out, calib_images, val_images, prune, recover_epochs, device):
+    """Run the whole pipeline on the bundled yolov7-tiny sample (no download)."""
+    from .build import render_summary
+    from .demo import run_demo
+
+    render_summary(run_demo(out, calib_images, val_images, prune, recover_epochs, device))
 
 
 # -- entry point ------------------------------------------------------------------

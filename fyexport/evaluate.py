@@ -154,7 +154,9 @@ def render(res: EvalResult) -> None:
     t.add_row("all", str(res.images), str(res.instances), f"{res.map50:.4f}", f"{res.map:.4f}", style="bold")
     for c in res.per_class:
         t.add_row(c["class"], str(c["images"]), str(c["instances"]), f"{c['map50']:.4f}", f"{c['map']:.4f}")
-    Console().print(t)
+    from .log import table_console
+
+    table_console().print(t)
     ms = res.ms_per_image
     G_LOGGER.info(f"per image: preprocess {ms['preprocess']:.1f} ms, inference {ms['inference']:.1f} ms, "
                   f"NMS {ms['nms']:.1f} ms" + (f"; {res.skipped} unreadable images skipped" if res.skipped else ""))

@@ -87,7 +87,9 @@ def render(d: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    from .log import table_console
+
+    con = table_console()
     if d.get("kind") == "build":
         from .build import render_manifest
 

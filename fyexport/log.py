@@ -90,6 +90,16 @@ class Logger:
 G_LOGGER = Logger()
 
 
+def table_console():
+    """A console for result tables on stdout: wide enough for the tables when piped."""
+    import shutil
+
+    from rich.console import Console
+
+    width = None if sys.stdout.isatty() else max(shutil.get_terminal_size((160, 24)).columns, 160)
+    return Console(width=width)
+
+
 class _Bar:
     """A handle returned by :func:`progress` to advance and annotate a bar."""
 

@@ -159,4 +159,6 @@ def render(res: PruneResult) -> None:
         t.add_column(col, justify="right")
     t.add_row(f"MACs @{res.count_size}", f"{res.macs_before:,}", f"{res.macs_after:,}", f"{res.macs_ratio:.2f}x")
     t.add_row("params", f"{res.params_before:,}", f"{res.params_after:,}", f"{res.params_ratio:.2f}x")
-    Console().print(t)
+    from .log import table_console
+
+    table_console().print(t)

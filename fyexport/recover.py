@@ -37,6 +37,7 @@ class RecoverConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 0
+    time_budget_s: float | None = None  # stop after this many seconds of training (schedule shortened to fit)
 
     def key(self) -> dict:
         d = asdict(self)
@@ -241,7 +242,7 @@ def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, res
         start_epoch, history = int(st["epoch"]) + 1, list(st["history"])
         G_LOGGER.info(f"resuming from epoch {start_epoch + 1}/{cfg.epochs}")
     elif resume:
-        G_LOGGER.warning(f"--resume: no state file {state_file}; starting from scratch")
+        G_LOGGER.debug(f"resume: no state file {state_file}; starting from scratch")
 
     gen = torch.Generator().manual_seed(cfg.seed)
     for _ in range(start_epoch):  # keep the data order of an uninterrupted run
@@ -254,13 +255,25 @@ def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, res
         return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog)))
 
     t_start = time.time()
+    gi = start_epoch * iters_per_epoch
+    stop = False
     with progress("recover", total_iters) as bar:
         bar.advance(start_epoch * iters_per_epoch)
         for epoch in range(start_epoch, cfg.epochs):
             perm = torch.randperm(n, generator=gen)
             sums: dict = {}
+            done_in_epoch = 0
             for it in range(iters_per_epoch):
-                gi = epoch * iters_per_epoch + it
+                if cfg.time_budget_s is not None:
+                    elapsed = time.time() - t_start
+                    if gi == 20:  # fit the cosine schedule to the time budget
+                        fit = int(cfg.time_budget_s / (elapsed / 20))
+                        if fit < total_iters:
+                            total_iters = max(fit, 21)
+                            bar.update(total=total_iters)
+                    if gi >= total_iters or elapsed > cfg.time_budget_s:
+                        stop = True
+                        break
                 for g in opt.param_groups:
                     g["lr"] = lr_at(gi)
                 idx = perm[it * cfg.batch:(it + 1) * cfg.batch].numpy()
@@ -288,19 +301,24 @@ def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, res
                 torch.nn.utils.clip_grad_norm_(student.parameters(), 10.0)
                 opt.step()
                 ema.update(student)
-                parts["loss"] = float(loss)
+                parts["loss"] = float(loss.detach())
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v
+                gi += 1
+                done_in_epoch += 1
                 bar.advance()
-                bar.set_postfix(f"epoch {epoch + 1}/{cfg.epochs} loss {float(loss):.4f}")
-            history.append({k: v / iters_per_epoch for k, v in sums.items()} | {"epoch": epoch + 1})
+                bar.set_postfix(f"epoch {epoch + 1}/{cfg.epochs} loss {parts['loss']:.4f}")
+            history.append({k: v / max(done_in_epoch, 1) for k, v in sums.items()} | {"epoch": epoch + 1,
+                                                                                    "iterations": done_in_epoch})
             G_LOGGER.event("recover_epoch", **history[-1])
             with atomic_path(state_file) as tmp:
                 torch.save({"key": key, "epoch": epoch, "student": student.state_dict(), "ema": ema.ema.state_dict(),
                             "ema_updates": ema.updates, "optimizer": opt.state_dict(), "history": history}, tmp)
+            if stop:
+                break
     out = ema.ema.cpu().float().eval()
     out.meta = dict(student.meta)
-    summary = {"epochs": cfg.epochs, "images": n, "labels": with_labels, "iterations": total_iters,
+    summary = {"epochs": cfg.epochs, "images": n, "labels": with_labels, "iterations": gi,
                "seconds": round(time.time() - t_start, 1), "device": device, "history": history,
                "config": cfg.key()}
     out.meta["recover"] = {k: v for k, v in summary.items() if k != "history"}

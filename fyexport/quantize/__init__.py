@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..log import G_LOGGER
 
 STATS_FILE = "calib.stats.json"
+STATS_VERSION = 2  # bump when the meaning of stored statistics changes (group ids, histogram layout)
 ARTIFACTS = {
     "cache": "calib.cache",
     "json": "calib.json",
@@ -54,14 +55,15 @@ def _peak_rss_mb() -> float | None:
 
 def calibrate(onnx_path, images, out_dir, num_images: int | None = 500, batch: int = 8, method: str = "entropy",
               percentile: float = 99.99, seed: int = 0, exclude: str | None = None, trt_version: int | None = None,
-              flavours=("trt", "trt-fp16", "cpu")) -> CalibrationResult:
+              flavours=("trt", "trt-fp16", "cpu"), auto_exclude: int = 0,
+              sensitivity_images: int = 8, bias_correction: int = 32) -> CalibrationResult:
     import onnx
 
     from ..artifacts import sha256_file, write_json, write_text
     from ..export import check_onnx_file, read_meta, write_meta
     from ..preprocess import PREPROCESSING
     from .cache import format_cache, trt_version_number
-    from .calibrate import MIN_RECOMMENDED, _state_key, collect, select_images
+    from .collect import MIN_RECOMMENDED, _state_key, collect, select_images
     from .entropy import METHODS, compute_amax
     from .graph import analyse
     from .qdq import build_qdq, to_fp16
@@ -90,7 +92,7 @@ def calibrate(onnx_path, images, out_dir, num_images: int | None = 500, batch: i
     model_sha = sha256_file(onnx_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    key = _state_key(model_sha, imgs, {"batch": batch, "exclude": exclude or ""})
+    key = _state_key(model_sha, imgs, {"batch": batch, "exclude": exclude or "", "stats_format": STATS_VERSION})
     state = out_dir / ".calib-state.json"
     stats_file = out_dir / STATS_FILE
     t0 = time.perf_counter()
@@ -111,6 +113,10 @@ def calibrate(onnx_path, images, out_dir, num_images: int | None = 500, batch: i
     gmin = {g: (h.min if h.counts is not None else 0.0) for g, h in col.hists.items()}
     amax_s = time.perf_counter() - ta
 
+    sensitivity = None
+    if auto_exclude:
+        plan, sensitivity = _auto_exclude(proto, plan, amax, gmin, col.ranges, imgs, auto_exclude, exclude,
+                                          sensitivity_images)
     tensors = {t: amax[g] for t, g in sorted(plan.tensor_group.items())}
     ver = trt_version if trt_version is not None else trt_version_number()
     files = {}
@@ -125,6 +131,7 @@ def calibrate(onnx_path, images, out_dir, num_images: int | None = 500, batch: i
         "batch": batch, "preprocessing": PREPROCESSING, "input_size": meta.get("img_size"),
         "model": {"path": str(Path(onnx_path).resolve()), "sha256": model_sha},
         "exclude": exclude, "excluded_convs": plan.excluded_convs, "quantized_convs": len(plan.conv_nodes),
+        "auto_exclude": auto_exclude, "sensitivity": sensitivity,
         "trt_cache_header_version": ver,
     }
     cal_meta = dict(meta)
@@ -132,14 +139,24 @@ def calibrate(onnx_path, images, out_dir, num_images: int | None = 500, batch: i
                                "cache_sha256": sha256_file(files["cache"])}
     builders = {"trt": ("qdq", "int8 s8s8"), "trt-fp16": ("qdq_fp16", "int8 s8s8 + fp16"),
                 "cpu": ("qdq_cpu", "int8 u8s8 (onnxruntime cpu)")}
+    shifts = {}
+    if bias_correction:
+        from .bias import local_shifts
+
+        xs = _images_tensor(proto, imgs, bias_correction)
+        for fl in sorted({"cpu" if f == "cpu" else "trt" for f in flavours}):
+            shifts[fl] = local_shifts(proto, plan, amax, gmin, xs, fl)
+        calib_info["bias_correction"] = {"images": len(xs), "method": "per-conv local mean output shift",
+                                         "max_abs_shift": {fl: max((max(abs(v) for v in s) for s in d.values()),
+                                                                   default=0.0) for fl, d in shifts.items()}}
     trt_model = None
     for fl in flavours:
         key_name, precision = builders[fl]
         if fl == "trt-fp16":
-            base = trt_model or build_qdq(proto, plan, amax, gmin, col.ranges, "trt")
+            base = trt_model or build_qdq(proto, plan, amax, gmin, col.ranges, "trt", shifts.get("trt"))
             qm = to_fp16(base, plan)
         else:
-            qm = build_qdq(proto, plan, amax, gmin, col.ranges, fl)
+            qm = build_qdq(proto, plan, amax, gmin, col.ranges, fl, shifts.get("cpu" if fl == "cpu" else "trt"))
             if fl == "trt":
                 trt_model = qm
         m = dict(cal_meta)
@@ -166,6 +183,40 @@ def calibrate(onnx_path, images, out_dir, num_images: int | None = 500, batch: i
                              calib_info)
 
 
+def _images_tensor(proto, imgs, n: int):
+    """The first ``n`` usable calibration images, letterboxed, as one (n,3,H,W) array."""
+    import numpy as np
+
+    from ..preprocess import BadImage, prepare, read_image
+
+    hw = tuple(d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[2:])
+    xs = []
+    for p in imgs.paths:
+        try:
+            xs.append(prepare(read_image(p), hw).tensor)
+        except BadImage:
+            continue
+        if len(xs) == n:
+            break
+    return np.stack(xs)
+
+
+def _auto_exclude(proto, plan, amax, gmin, ranges, imgs, k: int, exclude, n_images: int):
+    """Keep the ``k`` scale groups whose quantization costs the most output error in float."""
+    from .graph import analyse
+    from .sensitivity import exclusion_regex, rank_groups
+
+    ranked = rank_groups(proto, plan, amax, gmin, ranges, _images_tensor(proto, imgs, n_images), "cpu", exclude)
+    chosen = ranked[1:k + 1]
+    convs = sorted({c for _, _, cs in chosen for c in cs})
+    G_LOGGER.info(f"sensitivity: keeping {len(chosen)} scale groups ({len(convs)} convs) in float; output error "
+                  f"{ranked[0][1]:.4f} with everything quantized")
+    new_plan = analyse(proto, exclusion_regex(convs, exclude))
+    return new_plan, {"error_all_quantized": ranked[0][1],
+                      "ranking": [{"group": g, "error_if_float": e, "convs": cs} for g, e, cs in ranked[1:]],
+                      "kept_float": [g for g, _, _ in chosen]}
+
+
 def save_collected(path, key: str, col) -> None:
     """Histograms and ranges of a finished collection, so another --method is instant."""
     import json
@@ -185,7 +236,7 @@ def load_collected(path, key: str):
 
     import numpy as np
 
-    from .calibrate import Collected
+    from .collect import Collected
     from .histogram import AbsHistogram
 
     try:

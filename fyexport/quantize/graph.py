@@ -30,7 +30,7 @@ class Plan:
     conv_nodes: list  # names of quantized Conv nodes
     excluded_convs: list  # names of Conv nodes kept in float
     act_tensors: list  # tensors that get an activation Q/DQ (Conv inputs, Add inputs)
-    groups: dict  # group id -> sorted tensor names sharing a scale
+    groups: dict  # group id (its first tensor name) -> sorted tensor names sharing a scale
     tensor_group: dict  # tensor -> group id
     reps: dict  # group id -> tensors to histogram
     conv_outputs: list = field(default_factory=list)  # pre-activation Conv outputs (CPU flavour)
@@ -141,8 +141,8 @@ def analyse(proto, exclude: str | None = None) -> Plan:
     for t in act:
         members[uf.find(t)].add(t)
     groups, tensor_group, reps = {}, {}, {}
-    for k, (root, ts) in enumerate(sorted(members.items(), key=lambda kv: min(kv[1]))):
-        gid = f"g{k}"
+    for root, ts in sorted(members.items(), key=lambda kv: min(kv[1])):
+        gid = min(ts)  # stable: a group is named after its first tensor, whatever else is excluded
         groups[gid] = sorted(ts)
         for t in ts:
             tensor_group[t] = gid

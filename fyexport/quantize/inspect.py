@@ -135,7 +135,9 @@ def render(rep: Inspection) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    from ..log import table_console
+
+    con = table_console()
     t = Table(title=f"{rep.path} ({rep.flavour})", show_header=False)
     t.add_column("k", style="bold")
     t.add_column("v")

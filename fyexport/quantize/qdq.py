@@ -91,7 +91,8 @@ def quantize_weight(w: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.clip(q, -127, 127).astype(np.int8)
 
 
-def build_qdq(proto, plan: Plan, amax: dict, gmin: dict, ranges: dict, flavour: str = "trt"):
+def build_qdq(proto, plan: Plan, amax: dict, gmin: dict, ranges: dict, flavour: str = "trt",
+              bias_shift: dict | None = None):
     """A new ModelProto with Q/DQ inserted.
 
     Args:
@@ -99,6 +100,8 @@ def build_qdq(proto, plan: Plan, amax: dict, gmin: dict, ranges: dict, flavour: 
         gmin: group id -> observed minimum (uint8 zero-points of the CPU flavour).
         ranges: pre-activation conv output -> [min, max] (CPU flavour).
         flavour: "trt" or "cpu" (see the module docstring; "trt-fp16" is :func:`to_fp16`).
+        bias_shift: Conv node name -> per-channel mean output shift that quantization causes;
+            subtracted from the bias (bias correction, see :mod:`fyexport.quantize.bias`).
     """
     if flavour not in ("trt", "cpu"):
         raise ValueError(flavour)
@@ -170,6 +173,14 @@ def build_qdq(proto, plan: Plan, amax: dict, gmin: dict, ranges: dict, flavour: 
     for n in ed.g.node:
         if n.op_type != "Conv" or n.name not in quant_convs:
             continue
+        if bias_shift and n.name in bias_shift:
+            shift = np.asarray(bias_shift[n.name], np.float64)
+            old = ed.array(n.input[2]).astype(np.float64) if len(n.input) > 2 and n.input[2] else np.zeros(len(shift))
+            corrected = ed.const(n.name.replace("/", "_").strip("_") + "_b_corrected", (old - shift).astype(np.float32))
+            if len(n.input) > 2:
+                n.input[2] = corrected
+            else:
+                n.input.append(corrected)
         wname = n.input[1]
         w = ed.array(wname).astype(np.float32)
         sc = weight_scales(w)

@@ -17,7 +17,7 @@ from ..log import G_LOGGER
 def calibration_batches(images_dir, hw, batch: int, num_images: int, seed: int = 0):
     """Letterboxed float32 batches (B,3,H,W) from a folder, skipping unreadable files."""
     from ..preprocess import BadImage, prepare, read_image
-    from ..quantize.calibrate import select_images
+    from ..quantize.collect import select_images
 
     sel = select_images(images_dir, num_images, seed)
     buf = []

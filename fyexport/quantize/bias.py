@@ -1,0 +1,82 @@
+"""Bias correction for the quantized convs.
+
+Clipping activations at the calibrated amax and rounding weights shift the *mean* output
+of each quantized conv (clipping mostly removes large values, so means drop).  For every
+quantized conv, :func:`local_shifts` measures that shift on calibration images from the
+conv's own quantization alone (fed the FP32 input), and :func:`build_qdq` subtracts it from
+the conv's float bias.  Measuring each conv locally avoids the over-correction of a
+whole-network one-shot estimate (measured here: the one-shot variant, an earlier implementation,
+collapsed yolov7-shapes to 0.27 mAP@.5:.95; the local one lifted the CPU INT8 model from
+0.7395 to 0.7428 against FP32 0.7500).  Only float biases change: Q/DQ placement, scales
+and the TensorRT cache stay exactly as calibrated.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..log import progress
+
+
+def local_shifts(proto, plan, amax: dict, gmin: dict, images: np.ndarray, flavour: str = "trt") -> dict:
+    """Per quantized conv, the mean per-channel output error its *own* quantization causes:
+    each conv is duplicated beside the FP32 one, fed the same FP32 input through its Q/DQ and
+    int8 weights, and the two outputs are compared.  Errors of earlier layers are not
+    compounded, so correcting every layer at once does not over-correct."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    import onnxruntime as ort
+
+    from ..runners.ort import session_options
+    from .qdq import _act_params, quantize_weight, weight_scales
+
+    m = onnx.ModelProto()
+    m.CopyFrom(proto)
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    extra_nodes, extra_inits, pairs = [], [], {}
+    unsigned = flavour == "cpu"
+    for n in list(g.node):
+        if n.op_type != "Conv" or n.name not in plan.conv_nodes:
+            continue
+        x = n.input[0]
+        gid = plan.tensor_group[x]
+        if unsigned and x == "images":
+            scale, zp = np.float32(1 / 255), np.uint8(0)
+        else:
+            scale, zp = _act_params(gmin.get(gid, 0.0), amax[gid], unsigned)
+        k = len(pairs)
+        w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+        sc = weight_scales(w)
+        names = [f"bc{k}_{s}" for s in ("xs", "xz", "wq", "ws", "wz")]
+        extra_inits += [numpy_helper.from_array(np.array(scale, np.float32), names[0]),
+                        numpy_helper.from_array(np.array(zp), names[1]),
+                        numpy_helper.from_array(quantize_weight(w, sc), names[2]),
+                        numpy_helper.from_array(sc, names[3]),
+                        numpy_helper.from_array(np.zeros(len(sc), np.int8), names[4])]
+        extra_nodes += [
+            helper.make_node("QuantizeLinear", [x, names[0], names[1]], [f"bc{k}_xq"], name=f"bc{k}_q"),
+            helper.make_node("DequantizeLinear", [f"bc{k}_xq", names[0], names[1]], [f"bc{k}_xdq"], name=f"bc{k}_dq"),
+            helper.make_node("DequantizeLinear", [names[2], names[3], names[4]], [f"bc{k}_wdq"], name=f"bc{k}_wdq",
+                             axis=0),
+            helper.make_node("Conv", [f"bc{k}_xdq", f"bc{k}_wdq", *n.input[2:]], [f"bc{k}_y"], name=f"bc{k}_conv",
+                             **{a.name: helper.get_attribute_value(a) for a in n.attribute}),
+        ]
+        pairs[n.name] = (n.output[0], f"bc{k}_y")
+    g.node.extend(extra_nodes)
+    g.initializer.extend(extra_inits)
+    del g.output[:]
+    for ref, q in pairs.values():
+        g.output.extend([helper.make_tensor_value_info(ref, onnx.TensorProto.FLOAT, None),
+                         helper.make_tensor_value_info(q, onnx.TensorProto.FLOAT, None)])
+    sess = ort.InferenceSession(m.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    acc: dict = {}
+    with progress("bias correction", len(images)) as bar:
+        for img in images:
+            outs = dict(zip(names, sess.run(names, {"images": img[None]})))
+            for conv, (ref, q) in pairs.items():
+                d = (outs[q] - outs[ref]).mean(axis=(0, 2, 3), dtype=np.float64)
+                acc[conv] = d if conv not in acc else acc[conv] + d
+            bar.advance()
+    return {c: (v / len(images)).tolist() for c, v in acc.items()}
