@@ -38,11 +38,13 @@ class RecoverConfig:
     device: str = "auto"
     workers: int = 0
     time_budget_s: float | None = None  # stop after this many seconds of training (schedule shortened to fit)
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
 
     def key(self) -> dict:
         d = asdict(self)
         d.pop("device")
         d.pop("workers")
+        d.pop("amp")
         return d
 
 
@@ -254,6 +256,7 @@ def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, res
         prog = (it - cfg.warmup_iters) / max(1, total_iters - cfg.warmup_iters)
         return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog)))
 
+    use_amp = bool(cfg.amp and device.startswith("cuda"))
     t_start = time.time()
     gi = start_epoch * iters_per_epoch
     stop = False
@@ -285,9 +288,12 @@ def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, res
                     tg = torch.from_numpy(np.concatenate(rows)) if rows else tg
                 tg = tg.to(device)
                 x, tg = augment(x, tg, gen)
-                with torch.no_grad():
-                    t_raw = teacher(x)[1]
-                s_raw = student(x)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                    with torch.no_grad():
+                        t_raw = teacher(x)[1]
+                    s_raw = student(x)
+                s_raw = [r.float() for r in s_raw]
+                t_raw = [r.float() for r in t_raw]
                 loss, parts = kd(s_raw, t_raw)
                 loss = loss * cfg.kd_weight
                 if sup is not None:
