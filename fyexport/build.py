@@ -52,6 +52,7 @@ class BuildOptions:
     bench: bool = True
     bench_duration: float = 2.0
     bias_correction: int = 32
+    auto_exclude: int = 0
     workspace_gib: float = 4.0
 
     def validate(self) -> None:
@@ -268,13 +269,14 @@ class Build:
                 from .quantize import calibrate
 
                 r = calibrate(self.path("model.onnx"), o.calib, self.out, o.num_images, 8, o.method,
-                              seed=o.seed, exclude=o.exclude, bias_correction=o.bias_correction)
+                              seed=o.seed, exclude=o.exclude, bias_correction=o.bias_correction,
+                              auto_exclude=o.auto_exclude)
                 return {"method": r.method, "images_used": r.images_used, "images_skipped": r.images_skipped,
                         "seconds": round(r.seconds, 1)}
 
             self.stage("calibrate", {"onnx": onnx_sha, "images": imgs.list_hash, "method": o.method,
                                      "num": o.num_images, "seed": o.seed, "exclude": o.exclude,
-                                     "bias_correction": o.bias_correction},
+                                     "bias_correction": o.bias_correction, "auto_exclude": o.auto_exclude},
                        {"cache": "calib.cache", "calib_json": "calib.json", "qdq": "model.qdq.onnx",
                         "qdq_fp16": "model.qdq.fp16.onnx", "qdq_cpu": "model.qdq.cpu.onnx"}, do_calibrate, 5, total)
             deploy_onnx = self.path("model.qdq.fp16.onnx")
@@ -322,7 +324,17 @@ class Build:
                 from .runners import open_runner
 
                 res = {}
-                for k, p in cands.items():
+                if o.prune > 0:  # the unpruned model too, so the cost of pruning is visible
+                    base_onnx = self.out / "bench" / "baseline.fp32.onnx"
+                    if not base_onnx.exists():
+                        from .export import export_onnx
+                        from .models import load
+
+                        export_onnx(load(o.weights), base_onnx, o.img_size, dynamic_batch=True)
+                    cands_all = {"unpruned fp32": base_onnx, **cands}
+                else:
+                    cands_all = cands
+                for k, p in cands_all.items():
                     with open_runner(str(p), device=o.device if str(p).endswith(".engine") else "cpu") as r:
                         e = evaluate(r, o.data, max_images=o.eval_images, description=f"mAP {k}")
                     res[k] = {"artifact": Path(p).name, "map50": e.map50, "map": e.map, "images": e.images}
@@ -330,9 +342,10 @@ class Build:
                 return res
 
             rec = self.stage("eval", {k: sha256_file(v) for k, v in cands.items()} |
-                             {"data": data_sha, "n": o.eval_images}, {"eval": "eval.json"}, do_eval, 7, total)
+                             {"data": data_sha, "n": o.eval_images, "weights": w_sha, "prune": o.prune},
+                             {"eval": "eval.json"}, do_eval, 7, total)
             ev = rec.info
-            low = [k for k in ev if k != "fp32"]
+            low = [k for k in ev if k not in ("fp32", "unpruned fp32")]
             if low:
                 drop = 100 * (ev["fp32"]["map"] - ev[low[0]]["map"])
                 gate = {"precision": low[0], "drop_points": round(drop, 2), "max_drop": o.max_map_drop,
@@ -373,7 +386,8 @@ class Build:
             summary["status"] = status
             raise GateError(f"mAP gate failed: {gate['precision']} loses {gate['drop_points']:.2f} points of "
                             f"mAP@.5:.95 against FP32 (allowed {o.max_map_drop}); artifacts kept in {self.out}",
-                            "Try --method percentile, more calibration images, or --exclude for sensitive layers")
+                            "Try --auto-exclude 4 (keeps the most sensitive layers in float), --method minmax or "
+                            "percentile, or more calibration images")
         return summary
 
     def summary(self, base: dict, gate) -> dict:

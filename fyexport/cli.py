@@ -383,11 +383,13 @@ def triton(engine_path, repo, name, max_batch):
 @click.option("--no-bench", is_flag=True, help="Skip the quick benchmark.")
 @click.option("--bench-duration", default=2.0, show_default=True, type=float, help="Seconds per bench measurement.")
 @click.option("--bias-correction", default=32, show_default=True, type=int, help="Images for INT8 bias correction.")
+@click.option("--auto-exclude", default=0, show_default=True, type=int,
+              help="Keep the K most sensitive scale groups in float (helps pruned+recovered models).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @logging_options
 def build(weights, calib, out, prune, recover_epochs, data, img_size, batch, precision, method, max_map_drop, device,
           num_images, recover_batch, recover_images, eval_images, exclude, no_bench, bench_duration, bias_correction,
-          as_json):
+          auto_exclude, as_json):
     """Checkpoint + calibration folder -> pruned, INT8, engine-ready artifacts and a report."""
     from .build import BuildOptions, render_summary, run_build
 
@@ -395,7 +397,7 @@ def build(weights, calib, out, prune, recover_epochs, data, img_size, batch, pre
                         img_size=img_size, batch=batch, precision=precision, method=method, max_map_drop=max_map_drop,
                         device=device, num_images=num_images, recover_batch=recover_batch,
                         recover_images=recover_images, eval_images=eval_images, exclude=exclude, bench=not no_bench,
-                        bench_duration=bench_duration, bias_correction=bias_correction)
+                        bench_duration=bench_duration, bias_correction=bias_correction, auto_exclude=auto_exclude)
     s = run_build(opts)
     print_json(s) if as_json else render_summary(s)
 

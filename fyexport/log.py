@@ -122,11 +122,51 @@ class _Bar:
             self._prog.update(self._task, info=text)
 
 
+class _LineBar(_Bar):
+    """Progress for logs (stderr is not a terminal): a plain line every ``every`` seconds."""
+
+    def __init__(self, description: str, total, every: float = 30.0) -> None:
+        super().__init__(None, None)
+        self.desc, self.total, self.every = description, total, every
+        self.done, self.info = 0.0, ""
+        self.t0 = self.last = time.time()
+
+    def advance(self, n: float = 1) -> None:
+        self.done += n
+        now = time.time()
+        if now - self.last >= self.every:
+            self.last = now
+            self._line(now)
+
+    def update(self, **kw) -> None:
+        if "total" in kw:
+            self.total = kw["total"]
+
+    def set_postfix(self, text: str) -> None:
+        self.info = text
+
+    def _line(self, now: float) -> None:
+        el = now - self.t0
+        if self.total:
+            eta = el / max(self.done, 1e-9) * (self.total - self.done)
+            G_LOGGER.info(f"{self.desc}: {self.done:.0f}/{self.total:.0f} ({100 * self.done / self.total:.0f}%), "
+                          f"{el:.0f} s, eta {eta:.0f} s {self.info}".rstrip())
+        else:
+            G_LOGGER.info(f"{self.desc}: {self.done:.0f} done, {el:.0f} s {self.info}".rstrip())
+
+
 @contextlib.contextmanager
 def progress(description: str, total: float | None) -> Iterator[_Bar]:
-    """A rich progress bar with ETA, or nothing when quiet / JSON logging."""
+    """A rich progress bar with ETA; periodic log lines when stderr is not a terminal;
+    nothing when quiet or logging JSON."""
     if not G_LOGGER.show_progress:
         yield _Bar(None, None)
+        return
+    if not G_LOGGER.console.is_terminal:
+        bar = _LineBar(description, total)
+        yield bar
+        if time.time() - bar.t0 >= bar.every:
+            bar._line(time.time())
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 

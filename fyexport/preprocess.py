@@ -161,6 +161,18 @@ def read_image(path) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def iter_prepared(paths, size, skipped: dict | None = None):
+    """Letterboxed tensors of the readable images among ``paths`` (bad ones are skipped and,
+    when ``skipped`` is given, counted there by reason)."""
+    for p in paths:
+        try:
+            yield prepare(read_image(p), size).tensor
+        except BadImage as e:
+            if skipped is not None:
+                why = str(e).split(" (")[0]
+                skipped[why] = skipped.get(why, 0) + 1
+
+
 def list_images(folder, recursive: bool = True) -> list[Path]:
     """Image files under ``folder`` by suffix, sorted for determinism."""
     folder = Path(folder)

@@ -257,6 +257,7 @@ def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, res
         return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog)))
 
     use_amp = bool(cfg.amp and device.startswith("cuda"))
+    t10 = 0.0
     t_start = time.time()
     gi = start_epoch * iters_per_epoch
     stop = False
@@ -269,11 +270,13 @@ def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, res
             for it in range(iters_per_epoch):
                 if cfg.time_budget_s is not None:
                     elapsed = time.time() - t_start
-                    if gi == 20:  # fit the cosine schedule to the time budget
-                        fit = int(cfg.time_budget_s / (elapsed / 20))
-                        if fit < total_iters:
-                            total_iters = max(fit, 21)
-                            bar.update(total=total_iters)
+                    if gi == 10:
+                        t10 = elapsed  # the first iterations include autotuning: measure speed after them
+                    if gi in (30, 60, 120) or (gi > 120 and gi % 200 == 0):  # fit the schedule to the budget
+                        per_iter = (elapsed - t10) / (gi - 10)
+                        fit = gi + int((cfg.time_budget_s - elapsed) / per_iter)
+                        total_iters = max(min(fit, iters_per_epoch * cfg.epochs), gi + 1)
+                        bar.update(total=total_iters)
                     if gi >= total_iters or elapsed > cfg.time_budget_s:
                         stop = True
                         break

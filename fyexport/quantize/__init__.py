@@ -172,7 +172,7 @@ def calibrate(onnx_path, images, out_dir, num_images: int | None = 500, batch: i
         _check_loads(path)
         files[key_name] = path
     calib_info["groups"] = {g: {"amax": amax[g], "min": gmin[g], "tensors": plan.groups[g],
-                                "histogrammed": plan.reps[g]} for g in sorted(amax)}
+                                "histogrammed": plan.reps[g]} for g in sorted(plan.groups)}
     calib_info["tensors"] = tensors
     calib_info["pre_activation_ranges"] = {t: col.ranges[t] for t in sorted(col.ranges)}
     calib_info["artifacts"] = {k: p.name for k, p in files.items()}
@@ -185,20 +185,14 @@ def calibrate(onnx_path, images, out_dir, num_images: int | None = 500, batch: i
 
 def _images_tensor(proto, imgs, n: int):
     """The first ``n`` usable calibration images, letterboxed, as one (n,3,H,W) array."""
+    import itertools
+
     import numpy as np
 
-    from ..preprocess import BadImage, prepare, read_image
+    from ..preprocess import iter_prepared
 
     hw = tuple(d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[2:])
-    xs = []
-    for p in imgs.paths:
-        try:
-            xs.append(prepare(read_image(p), hw).tensor)
-        except BadImage:
-            continue
-        if len(xs) == n:
-            break
-    return np.stack(xs)
+    return np.stack(list(itertools.islice(iter_prepared(imgs.paths, hw), n)))
 
 
 def _auto_exclude(proto, plan, amax, gmin, ranges, imgs, k: int, exclude, n_images: int):

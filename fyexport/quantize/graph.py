@@ -86,13 +86,9 @@ def head_convs(proto) -> list:
     return [n.name for n in proto.graph.node if n.op_type == "Conv" and feeds_reshape(n.output[0])]
 
 
-def analyse(proto, exclude: str | None = None) -> Plan:
-    producer, consumers, consts = graph_index(proto)
-    nodes = list(proto.graph.node)
-    rx = re.compile(exclude) if exclude else None
-    heads = set(head_convs(proto))
-    # decode region: everything downstream of the head convs
-    decode, stack = set(), [n for n in nodes if n.name in heads]
+def decode_nodes(proto, heads: set, consumers) -> set:
+    """Names of the nodes downstream of the head convs (the decode, which stays float)."""
+    decode, stack = set(), [n for n in proto.graph.node if n.name in heads]
     while stack:
         n = stack.pop()
         for o in n.output:
@@ -100,6 +96,15 @@ def analyse(proto, exclude: str | None = None) -> Plan:
                 if c.name not in decode:
                     decode.add(c.name)
                     stack.append(c)
+    return decode
+
+
+def analyse(proto, exclude: str | None = None) -> Plan:
+    producer, consumers, consts = graph_index(proto)
+    nodes = list(proto.graph.node)
+    rx = re.compile(exclude) if exclude else None
+    heads = set(head_convs(proto))
+    decode = decode_nodes(proto, heads, consumers)
     region = {n.name for n in nodes if n.name not in decode}
 
     convs, excluded = [], []

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .graph import graph_index, head_convs
+from .graph import decode_nodes, graph_index, head_convs
 
 
 @dataclass
@@ -73,15 +73,7 @@ def inspect_qdq(proto, path: str = "") -> Inspection:
         q = producer.get(p.input[0])
         return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
 
-    # decode region: downstream of the head convs
-    decode, stack = set(), [n for n in proto.graph.node if n.name in heads]
-    while stack:
-        n = stack.pop()
-        for o in n.output:
-            for c in consumers[o]:
-                if c.name not in decode:
-                    decode.add(c.name)
-                    stack.append(c)
+    decode = decode_nodes(proto, heads, consumers)
     for n in proto.graph.node:
         if n.op_type != "Conv":
             continue

@@ -16,16 +16,12 @@ from ..log import G_LOGGER
 
 def calibration_batches(images_dir, hw, batch: int, num_images: int, seed: int = 0):
     """Letterboxed float32 batches (B,3,H,W) from a folder, skipping unreadable files."""
-    from ..preprocess import BadImage, prepare, read_image
+    from ..preprocess import iter_prepared
     from ..quantize.collect import select_images
 
-    sel = select_images(images_dir, num_images, seed)
     buf = []
-    for p in sel.paths:
-        try:
-            buf.append(prepare(read_image(p), hw).tensor)
-        except BadImage:
-            continue
+    for x in iter_prepared(select_images(images_dir, num_images, seed).paths, hw):
+        buf.append(x)
         if len(buf) == batch:
             yield np.stack(buf)
             buf = []

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""What calibration costs on top of plain inference (issue: histogram + KL <= 25%).
+
+    python benchmarks/calib_cost.py MODEL.onnx IMAGES_DIR [--num-images 500] [--out cost.json]
+
+1. pure inference: the FP32 model on ONNX Runtime over the sampled images, with the same
+   reading and letterboxing calibration does;
+2. calibration statistics only (no Q/DQ writing, no bias correction): inference with the
+   quantized tensors exposed + streaming histograms + the KL search;
+and reports both wall times, the histogram and KL seconds, their share of (1), and the peak
+resident memory of each phase (each runs in its own process).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+
+def pure(model: str, images: str, n: int) -> dict:
+    import onnxruntime as ort
+
+    from fyexport.preprocess import iter_prepared
+    from fyexport.quantize.collect import select_images
+    from fyexport.runners.ort import session_options
+
+    sel = select_images(images, n, 0)
+    sess = ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"])
+    t = time.perf_counter()
+    k = 0
+    for x in iter_prepared(sel.paths, tuple(d for d in sess.get_inputs()[0].shape[2:])):
+        sess.run(None, {"images": x[None]})
+        k += 1
+    return {"images": k, "seconds": time.perf_counter() - t}
+
+
+def stats(model: str, images: str, n: int) -> dict:
+    import onnx
+
+    from fyexport.quantize.collect import collect, select_images
+    from fyexport.quantize.entropy import compute_amax
+    from fyexport.quantize.graph import analyse
+
+    proto = onnx.load(model)
+    plan = analyse(proto)
+    sel = select_images(images, n, 0)
+    t = time.perf_counter()
+    col = collect(proto, plan, sel, batch=8)
+    t_kl = time.perf_counter()
+    for h in col.hists.values():
+        compute_amax(h, "entropy")
+    kl = time.perf_counter() - t_kl
+    return {"images": col.images_used, "seconds": time.perf_counter() - t, "inference_s": col.infer_seconds,
+            "histogram_s": col.stats_seconds, "kl_s": kl, "groups": len(plan.groups),
+            "histogrammed_tensors": sum(len(v) for v in plan.reps.values())}
+
+
+def child(phase: str, model: str, images: str, n: int) -> dict:
+    code = (f"import json,resource,sys; sys.path.insert(0,{sys.path[0]!r}); from calib_cost import {phase}; "
+            f"r={phase}({model!r},{images!r},{n}); "
+            "r['peak_rss_mb']=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024; print(json.dumps(r))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("images")
+    ap.add_argument("--num-images", type=int, default=500)
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    p = child("pure", a.model, a.images, a.num_images)
+    s = child("stats", a.model, a.images, a.num_images)
+    res = {"pure_inference": p, "calibration_statistics": s,
+           "histogram_plus_kl_share_of_pure_inference": (s["histogram_s"] + s["kl_s"]) / p["seconds"],
+           "calibration_wall_over_pure": s["seconds"] / p["seconds"]}
+    print(json.dumps(res, indent=2))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
