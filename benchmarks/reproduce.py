@@ -29,6 +29,9 @@ def main() -> None:
     ap.add_argument("--work", default="runs/reproduce", help="working folder (data, models)")
     ap.add_argument("--recovered", help="reuse this recovered model instead of recovering here")
     ap.add_argument("--recover-minutes", type=float, default=5.0)
+    ap.add_argument("--recover-crop", type=int, default=None,
+                    help="train on random crops of this size (e.g. 320 on a CPU: same object scale, 1/4 of the cost)")
+    ap.add_argument("--recover-lr", type=float, default=1e-3)
     ap.add_argument("--train", type=int, default=3000)
     ap.add_argument("--val", type=int, default=500)
     ap.add_argument("--device", default="auto")
@@ -71,8 +74,8 @@ def main() -> None:
             return res
         step("prune", do_prune)
     if not rec.exists():
-        cfg = RecoverConfig(epochs=100, img_size=640, batch=16, lr=1e-3, device=args.device,
-                            time_budget_s=args.recover_minutes * 60)
+        cfg = RecoverConfig(epochs=100, img_size=640, batch=16, lr=args.recover_lr, device=args.device,
+                            time_budget_s=args.recover_minutes * 60, crop=args.recover_crop)
         step("recover", lambda: recover(fyexport.load(pruned_path), fyexport.load(args.weights), spec.images("train"),
                                         rec, cfg, data=spec))
     onnx_path = work / "recovered.onnx"
@@ -84,6 +87,7 @@ def main() -> None:
                                              batches=tuple(int(b) for b in args.batches.split(",")),
                                              duration=args.duration, data=str(data), workdir=work / "bench"))
     report["pipeline"] = {"steps_s": steps, "recovered_from": str(rec), "auto_exclude": args.auto_exclude,
+                          "recovered_meta": fyexport.load(rec).meta.get("recover"),
                           "calibration": {"images": cal.images_used, "seconds": round(cal.seconds, 1),
                                           "inference_s": round(cal.infer_seconds, 1),
                                           "histogram_s": round(cal.stats_seconds, 1),

@@ -47,6 +47,8 @@ class BuildOptions:
     exclude: str | None = None
     recover_batch: int = 16
     recover_lr: float = 1e-3
+    recover_crop: int | None = None
+    recover_minutes: float | None = None
     recover_images: int | None = None
     eval_images: int | None = None
     bench: bool = True
@@ -73,6 +75,11 @@ class BuildOptions:
             raise InputError(f"--precision must be int8, fp16 or fp32, got {self.precision!r}")
         if self.batch < 1 or self.img_size < 32:
             raise InputError("--batch must be >= 1 and --img-size >= 32")
+        if self.recover_epochs:
+            from .recover import RecoverConfig
+
+            RecoverConfig(epochs=self.recover_epochs, img_size=self.img_size, batch=self.recover_batch,
+                          crop=self.recover_crop).validate()
         if self.data is not None:
             from .data import load_data_yaml
 
@@ -234,7 +241,9 @@ class Build:
                 from .recover import RecoverConfig, recover
 
                 cfg = RecoverConfig(epochs=o.recover_epochs, img_size=o.img_size, batch=o.recover_batch,
-                                    lr=o.recover_lr, max_images=o.recover_images, seed=o.seed, device=o.device)
+                                    lr=o.recover_lr, max_images=o.recover_images, seed=o.seed, device=o.device,
+                                    crop=o.recover_crop,
+                                    time_budget_s=o.recover_minutes * 60 if o.recover_minutes else None)
                 _, summary = recover(load(model_file), load(o.weights), rpaths, self.path("recovered.pt"), cfg,
                                      data=rspec, resume=True)
                 return {k: v for k, v in summary.items() if k != "history"}
@@ -242,6 +251,7 @@ class Build:
             rec = self.stage("recover", {"model": model_sha, "teacher": w_sha, "images": r_hash,
                                          "data": data_sha, "epochs": o.recover_epochs, "batch": o.recover_batch,
                                          "lr": o.recover_lr, "max": o.recover_images, "seed": o.seed,
+                                         "crop": o.recover_crop, "minutes": o.recover_minutes,
                                          "size": o.img_size}, {"model": "recovered.pt"}, do_recover, 3, total)
             model_file, model_sha = str(self.path("recovered.pt")), rec.outputs["model"]["sha256"]
         else:

@@ -177,13 +177,15 @@ def prune(weights, cfg, nc, ratio, output, importance, round_to, global_pruning,
 @click.option("--lr", default=1e-3, show_default=True, type=float, help="AdamW learning rate.")
 @click.option("--max-images", type=int, help="Use at most this many images (deterministic sample).")
 @click.option("--max-minutes", type=float, help="Stop training after this many minutes (schedule fitted to it).")
+@click.option("--crop", type=int, help="Train on random CROPxCROP windows of the letterboxed images: same object "
+              "scale, a fraction of the compute (e.g. 320 on a CPU).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its per-epoch state file.")
 @click.option("-o", "--output", required=True, help="Recovered model (.pt).")
 @logging_options
-def recover(pruned, teacher, images, data, epochs, img_size, batch, lr, max_images, max_minutes, device, seed, resume,
-            output):
+def recover(pruned, teacher, images, data, epochs, img_size, batch, lr, max_images, max_minutes, crop, device, seed,
+            resume, output):
     """Recover a pruned model's accuracy by distillation from its unpruned teacher."""
     from .recover import RecoverConfig, recover_from_paths
 
@@ -191,7 +193,7 @@ def recover(pruned, teacher, images, data, epochs, img_size, batch, lr, max_imag
     if not isinstance(size, int):
         raise InputError("recover trains on square inputs: give one --img-size")
     cfg = RecoverConfig(epochs=epochs, img_size=size, batch=batch, lr=lr, max_images=max_images, seed=seed,
-                        device=device, time_budget_s=max_minutes * 60 if max_minutes else None)
+                        device=device, time_budget_s=max_minutes * 60 if max_minutes else None, crop=crop)
     _, summary = recover_from_paths(pruned, teacher, images, data, output, cfg, resume)
     G_LOGGER.info(f"wrote {output} ({summary['iterations']} iterations on {summary['images']} images, "
                   f"{summary['seconds']:.0f} s on {summary['device']})")
@@ -382,21 +384,25 @@ def triton(engine_path, repo, name, max_batch):
 @click.option("--exclude", help="Regex of convs to keep in float when quantizing.")
 @click.option("--no-bench", is_flag=True, help="Skip the quick benchmark.")
 @click.option("--bench-duration", default=2.0, show_default=True, type=float, help="Seconds per bench measurement.")
+@click.option("--recover-crop", type=int, help="Recover on random crops of this size (e.g. 320: 1/4 of the cost).")
+@click.option("--recover-minutes", type=float, help="Time budget for recovery (the schedule is fitted to it).")
 @click.option("--bias-correction", default=32, show_default=True, type=int, help="Images for INT8 bias correction.")
 @click.option("--auto-exclude", default=0, show_default=True, type=int,
               help="Keep the K most sensitive scale groups in float (helps pruned+recovered models).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @logging_options
 def build(weights, calib, out, prune, recover_epochs, data, img_size, batch, precision, method, max_map_drop, device,
-          num_images, recover_batch, recover_images, eval_images, exclude, no_bench, bench_duration, bias_correction,
-          auto_exclude, as_json):
+          num_images, recover_batch, recover_images, eval_images, exclude, no_bench, bench_duration, recover_crop,
+          recover_minutes, bias_correction, auto_exclude, as_json):
     """Checkpoint + calibration folder -> pruned, INT8, engine-ready artifacts and a report."""
     from .build import BuildOptions, render_summary, run_build
 
     opts = BuildOptions(weights=weights, calib=calib, out=out, prune=prune, recover_epochs=recover_epochs, data=data,
                         img_size=img_size, batch=batch, precision=precision, method=method, max_map_drop=max_map_drop,
                         device=device, num_images=num_images, recover_batch=recover_batch,
-                        recover_images=recover_images, eval_images=eval_images, exclude=exclude, bench=not no_bench,
+                        recover_images=recover_images, recover_crop=recover_crop, recover_minutes=recover_minutes,
+                        eval_images=eval_images,
+                        exclude=exclude, bench=not no_bench,
                         bench_duration=bench_duration, bias_correction=bias_correction, auto_exclude=auto_exclude)
     s = run_build(opts)
     print_json(s) if as_json else render_summary(s)
@@ -404,10 +410,12 @@ def build(weights, calib, out, prune, recover_epochs, data, img_size, batch, pre
 
 @cli.command()
 @click.option("-o", "--output", "out", default="fyexport-demo", show_default=True, help="Demo folder.")
-@click.option("--calib-images", default=160, show_default=True, type=int)
+@click.option("--calib-images", default=400, show_default=True, type=int,
+              help="Generated images for calibration and recovery.")
 @click.option("--val-images", default=100, show_default=True, type=int)
 @click.option("--prune", default=0.3, show_default=True, type=float)
-@click.option("--recover-epochs", default=2, show_default=True, type=int)
+@click.option("--recover-epochs", default=40, show_default=True, type=int,
+              help="Epochs on 320x320 crops (at most 4 minutes of training).")
 @click.option("--device", default="auto", show_default=True)
 @logging_options
 def demo(out, calib_images, val_images, prune, recover_epochs, device):

@@ -39,6 +39,16 @@ class RecoverConfig:
     workers: int = 0
     time_budget_s: float | None = None  # stop after this many seconds of training (schedule shortened to fit)
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    crop: int | None = None  # train on random crops of this size (pixels, multiple of 32) of the img_size inputs
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise InputError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch < 1:
+            raise InputError(f"--batch must be >= 1, got {self.batch}")
+        if self.crop is not None and (self.crop % 32 or not 64 <= self.crop <= self.img_size):
+            raise InputError(f"--crop must be a multiple of 32 between 64 and --img-size ({self.img_size}), "
+                             f"got {self.crop}")
 
     def key(self) -> dict:
         d = asdict(self)
@@ -145,6 +155,29 @@ def augment(x, targets, gen, scale: float = 0.2, translate: float = 0.1, jitter:
     return x, targets
 
 
+def random_crop(x, targets, size: int, gen):
+    """A random ``size`` x ``size`` window of each image (objects keep their pixel scale, so
+    a model trained on crops sees what it will see at full size, at a fraction of the cost).
+    Boxes are shifted and clipped to the window; boxes left mostly outside are dropped."""
+    import torch
+
+    b, _, h, w = x.shape
+    if size >= h and size >= w:
+        return x, targets
+    oy = torch.randint(0, h - size + 1, (b,), generator=gen)
+    ox = torch.randint(0, w - size + 1, (b,), generator=gen)
+    x = torch.stack([x[i, :, oy[i]:oy[i] + size, ox[i]:ox[i] + size] for i in range(b)])
+    if targets.numel():
+        idx = targets[:, 0].long()
+        dx, dy = ox.to(targets.device, targets.dtype)[idx], oy.to(targets.device, targets.dtype)[idx]
+        cx, cy, bw, bh = targets[:, 2] - dx, targets[:, 3] - dy, targets[:, 4], targets[:, 5]
+        x1, x2 = (cx - bw / 2).clamp(0, size), (cx + bw / 2).clamp(0, size)
+        y1, y2 = (cy - bh / 2).clamp(0, size), (cy + bh / 2).clamp(0, size)
+        keep = ((x2 - x1) > 2) & ((y2 - y1) > 2) & ((x2 - x1) * (y2 - y1) > 0.3 * bw * bh)
+        targets = torch.stack([targets[:, 0], targets[:, 1], (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], 1)[keep]
+    return x, targets
+
+
 # -- training -----------------------------------------------------------------------
 
 class Ema:
@@ -186,10 +219,7 @@ def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, res
     if teacher.nc != student.nc:
         raise InputError(f"teacher has {teacher.nc} classes but the pruned model has {student.nc}",
                          "Use the checkpoint the pruned model was made from as --teacher")
-    if cfg.epochs < 1:
-        raise InputError(f"--epochs must be >= 1, got {cfg.epochs}")
-    if cfg.batch < 1:
-        raise InputError(f"--batch must be >= 1, got {cfg.batch}")
+    cfg.validate()
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     if device == "cpu":
@@ -291,6 +321,8 @@ def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, res
                     tg = torch.from_numpy(np.concatenate(rows)) if rows else tg
                 tg = tg.to(device)
                 x, tg = augment(x, tg, gen)
+                if cfg.crop:
+                    x, tg = random_crop(x, tg, cfg.crop, gen)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                     with torch.no_grad():
                         t_raw = teacher(x)[1]

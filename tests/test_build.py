@@ -32,7 +32,8 @@ def test_build_end_to_end_cache_and_calib_change(data, tmp_path):
     calib = tmp_path / "calib"
     shutil.copytree(root / "images/train", calib)
     out = tmp_path / "out"
-    proc = _build(out, calib, yaml_path, "--prune", "0.3", "--recover-epochs", "1", "--recover-batch", "8")
+    args = ("--prune", "0.3", "--recover-epochs", "1", "--recover-batch", "8", "--recover-crop", "160")
+    proc = _build(out, calib, yaml_path, *args)
     assert proc.returncode == 0, proc.stderr
     man = json.loads((out / "manifest.json").read_text())
     assert man["status"] == "done" and "fyexport build" in man["command"]
@@ -48,7 +49,7 @@ def test_build_end_to_end_cache_and_calib_change(data, tmp_path):
     assert info.returncode == 0 and "calib.cache" in info.stdout
 
     t = time.time()
-    again = _build(out, calib, yaml_path, "--prune", "0.3", "--recover-epochs", "1", "--recover-batch", "8")
+    again = _build(out, calib, yaml_path, *args)
     assert again.returncode == 0, again.stderr
     assert time.time() - t < 10
     for stage in ("load", "prune", "recover", "export", "calibrate", "eval", "bench"):
@@ -58,7 +59,7 @@ def test_build_end_to_end_cache_and_calib_change(data, tmp_path):
     from PIL import Image
 
     Image.open(sorted(calib.glob("*.jpg"))[0]).transpose(Image.FLIP_LEFT_RIGHT).save(calib / "extra.jpg")
-    third = _build(out, calib, yaml_path, "--prune", "0.3", "--recover-epochs", "1", "--recover-batch", "8")
+    third = _build(out, calib, yaml_path, *args)
     assert third.returncode == 0, third.stderr
     for stage in ("load", "prune", "recover", "export"):
         assert f"{stage}: cached" in third.stderr
@@ -158,3 +159,15 @@ def test_log_json_events(data, tmp_path):
     recs = [json.loads(ln) for ln in proc.stderr.splitlines() if ln.startswith("{")]
     stages = [r["stage"] for r in recs if r.get("event") == "stage" and r.get("status") == "done"]
     assert "calibrate" in stages and "export" in stages
+
+
+def test_demo_runs_small(tmp_path):
+    """The README's main command, shrunk: generated data, build on the bundled checkpoint, summary."""
+    out = tmp_path / "demo"
+    proc = run_cli("demo", "-o", out, "--calib-images", "8", "--val-images", "4", "--recover-epochs", "1")
+    assert proc.returncode == 0, proc.stderr
+    man = json.loads((out / "build" / "manifest.json").read_text())
+    assert man["status"] == "done" and "fyexport demo" in man["command"]
+    ev = json.loads((out / "build" / "eval.json").read_text())
+    assert {"unpruned fp32", "fp32", "int8"} <= set(ev) and ev["unpruned fp32"]["images"] == 4
+    assert (out / "build" / "model.qdq.cpu.onnx").exists() and "mAP gate" in proc.stdout

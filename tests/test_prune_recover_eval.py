@@ -154,12 +154,37 @@ def test_recover_bad_inputs(tmp_path, shapes_small):
         (["--teacher", tmp_path / "three.pt", "--data", shapes_small], "classes"),
         (["--teacher", TINY, "--images", tmp_path / "empty"], "no image files"),
         (["--teacher", TINY, "--data", tmp_path / "nowhere.yaml"], "no such data yaml"),
+        (["--teacher", TINY, "--data", shapes_small, "--crop", "100"], "--crop must be a multiple of 32"),
     ]
     for args, needle in cases:
         out = tmp_path / "r.pt"
         proc = run_cli("recover", TINY, *args, "--epochs", "1", "-o", out)
         assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert not out.exists()
+
+
+def test_random_crop_moves_boxes_with_pixels():
+    from fyexport.recover import random_crop
+
+    x = torch.zeros(2, 3, 128, 128)
+    # image 0: a white 20x20 square centred at (70, 50); image 1: a box no 64x64 window keeps 30% of
+    x[0, :, 40:60, 60:80] = 1.0
+    tg = torch.tensor([[0, 2, 70.0, 50.0, 20.0, 20.0], [1, 1, 64.0, 64.0, 120.0, 120.0]])
+    gen = torch.Generator().manual_seed(0)
+    seen = 0
+    for _ in range(20):
+        xc, tc = random_crop(x, tg.clone(), 64, gen)
+        assert xc.shape == (2, 3, 64, 64)
+        for row in tc:
+            assert int(row[0]) == 0 and int(row[1]) == 2  # the cut-off box of image 1 is dropped
+            cx, cy, w, h = row[2:].tolist()
+            x1, y1, x2, y2 = round(cx - w / 2), round(cy - h / 2), round(cx + w / 2), round(cy + h / 2)
+            assert 0 <= x1 < x2 <= 64 and 0 <= y1 < y2 <= 64
+            inside = xc[0, 0, y1:y2, x1:x2]
+            assert inside.numel() and bool((inside == 1).all())  # the box still frames the square
+            assert float(xc[0, 0].sum()) == pytest.approx((x2 - x1) * (y2 - y1))
+            seen += 1
+    assert seen > 0
 
 
 def test_eval_matches_between_torch_and_onnx(tmp_path, shapes_small):
