@@ -401,9 +401,8 @@ def build(weights, calib, out, prune, recover_epochs, data, img_size, batch, pre
                         img_size=img_size, batch=batch, precision=precision, method=method, max_map_drop=max_map_drop,
                         device=device, num_images=num_images, recover_batch=recover_batch,
                         recover_images=recover_images, recover_crop=recover_crop, recover_minutes=recover_minutes,
-                        eval_images=eval_images,
-                        exclude=exclude, bench=not no_bench,
-                        bench_duration=bench_duration, bias_correction=bias_correction, auto_exclude=auto_exclude)
+                        eval_images=eval_images, exclude=exclude, bench=not no_bench, bench_duration=bench_duration,
+                        bias_correction=bias_correction, auto_exclude=auto_exclude)
     s = run_build(opts)
     print_json(s) if as_json else render_summary(s)
 

@@ -147,12 +147,19 @@ def augment(x, targets, gen, scale: float = 0.2, translate: float = 0.1, jitter:
         sd, td = s.to(dev)[idx], t.to(dev)[idx]
         cx = (targets[:, 2] - w / 2) * sd + w / 2 + td[:, 0] * w
         cy = (targets[:, 3] - h / 2) * sd + h / 2 + td[:, 1] * h
-        bw, bh = targets[:, 4] * sd, targets[:, 5] * sd
-        x1, x2 = (cx - bw / 2).clamp(0, w), (cx + bw / 2).clamp(0, w)
-        y1, y2 = (cy - bh / 2).clamp(0, h), (cy + bh / 2).clamp(0, h)
-        keep = ((x2 - x1) > 2) & ((y2 - y1) > 2) & ((x2 - x1) * (y2 - y1) > 0.3 * bw * bh)
-        targets = torch.stack([targets[:, 0], targets[:, 1], (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], 1)[keep]
+        targets = _clip_targets(targets, cx, cy, targets[:, 4] * sd, targets[:, 5] * sd, w, h)
     return x, targets
+
+
+def _clip_targets(targets, cx, cy, bw, bh, w: int, h: int):
+    """Targets with moved boxes (cx, cy, bw, bh) clipped to a w x h image; boxes under 2 px
+    or left with less than 30% of their area are dropped."""
+    import torch
+
+    x1, x2 = (cx - bw / 2).clamp(0, w), (cx + bw / 2).clamp(0, w)
+    y1, y2 = (cy - bh / 2).clamp(0, h), (cy + bh / 2).clamp(0, h)
+    keep = ((x2 - x1) > 2) & ((y2 - y1) > 2) & ((x2 - x1) * (y2 - y1) > 0.3 * bw * bh)
+    return torch.stack([targets[:, 0], targets[:, 1], (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], 1)[keep]
 
 
 def random_crop(x, targets, size: int, gen):
@@ -170,11 +177,8 @@ def random_crop(x, targets, size: int, gen):
     if targets.numel():
         idx = targets[:, 0].long()
         dx, dy = ox.to(targets.device, targets.dtype)[idx], oy.to(targets.device, targets.dtype)[idx]
-        cx, cy, bw, bh = targets[:, 2] - dx, targets[:, 3] - dy, targets[:, 4], targets[:, 5]
-        x1, x2 = (cx - bw / 2).clamp(0, size), (cx + bw / 2).clamp(0, size)
-        y1, y2 = (cy - bh / 2).clamp(0, size), (cy + bh / 2).clamp(0, size)
-        keep = ((x2 - x1) > 2) & ((y2 - y1) > 2) & ((x2 - x1) * (y2 - y1) > 0.3 * bw * bh)
-        targets = torch.stack([targets[:, 0], targets[:, 1], (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], 1)[keep]
+        targets = _clip_targets(targets, targets[:, 2] - dx, targets[:, 3] - dy, targets[:, 4], targets[:, 5],
+                                size, size)
     return x, targets
 
 
