@@ -59,7 +59,7 @@ class Collected:
     skipped_reasons: dict = field(default_factory=dict)
     seconds: float = 0.0
     infer_seconds: float = 0.0
-    stats_seconds: float = 0.0
+    stats_seconds: float = 0.0  # time the loop waited for statistics (they overlap inference)
 
 
 def _model_input(proto):
@@ -150,7 +150,21 @@ def collect(proto, plan: Plan, images: ImageSet, batch: int = 8, state_path: Pat
     t_inf = t_stats = 0.0
     n = len(images.paths)
     first_done = any(h.width is not None for h in hists.values()) or start > 0
-    with progress("calibrate", n) as bar:
+    # Statistics of image k are counted on a worker thread while ONNX Runtime runs image k+1
+    # (counting mostly waits on memory, the convolutions on arithmetic, so the two overlap well).
+    # At most one image is pending and updates are applied in image order, so the result is
+    # the same as counting in line.  t_stats is the time the loop waits for them.
+    pending = None
+
+    def wait_pending():
+        nonlocal pending, t_stats
+        if pending is not None:
+            tw = time.perf_counter()
+            pending.result()
+            t_stats += time.perf_counter() - tw
+            pending = None
+
+    with progress("calibrate", n) as bar, _single_worker() as worker:
         bar.advance(start)
         for bi, i0 in enumerate(range(start, n, batch)):
             chunk = images.paths[i0:i0 + batch]
@@ -170,13 +184,13 @@ def collect(proto, plan: Plan, images: ImageSet, batch: int = 8, state_path: Pat
                 # the first batch is held, because its max |x| sets the histogram bin width.
                 ta = time.perf_counter()
                 res = sess.run(out_names, {in_name: x[None]})
-                tb = time.perf_counter()
+                t_inf += time.perf_counter() - ta
                 if first_done:
-                    _update_stats(out_names, [[r] for r in res], rep_group, hists, ranges)
+                    wait_pending()
+                    pending = worker.submit(_update_stats, out_names, [[r] for r in res], rep_group, hists, ranges)
                 else:
                     stash.append(res)
-                t_inf += tb - ta
-                t_stats += time.perf_counter() - tb
+                del res
                 used += 1
                 bar.advance()
             if stash:
@@ -187,7 +201,9 @@ def collect(proto, plan: Plan, images: ImageSet, batch: int = 8, state_path: Pat
                 first_done = True
                 del stash
             if state_path is not None and (bi + 1) % save_every == 0 and i0 + batch < n:
+                wait_pending()
                 _save_state(state_path, state_key, i0 + batch, used, skipped, reasons, hists, ranges)
+        wait_pending()
     if used == 0:
         raise InputError(f"{images.root}: none of the {n} images could be read "
                          f"({', '.join(f'{v} {k}' for k, v in reasons.items())})")
@@ -196,8 +212,12 @@ def collect(proto, plan: Plan, images: ImageSet, batch: int = 8, state_path: Pat
 
 def _update_stats(names, arrays, rep_group, hists, ranges) -> None:
     """Histogram / min-max the exposed tensors.  ``arrays[k]`` is the list of arrays of
-    ``names[k]`` forming one batch.  The work is memory-bound, so one thread in a fixed
-    order is as fast as several and keeps the result independent of timing."""
+    ``names[k]`` forming one batch.
+
+    Counting is a scattered increment per value and the C helper releases the GIL, so
+    groups are counted on one thread per core.  Each group is updated by exactly
+    one task per batch and the batch is finished before the next starts, so the histograms
+    do not depend on timing (byte-identical caches)."""
     by_group: dict = {}
     for name, xs in zip(names, arrays):
         g = rep_group.get(name)
@@ -207,8 +227,36 @@ def _update_stats(names, arrays, rep_group, hists, ranges) -> None:
         if r is not None:
             r[0] = min(r[0], min(float(x.min()) for x in xs))
             r[1] = max(r[1], max(float(x.max()) for x in xs))
-    for g, xs in by_group.items():
-        hists[g].update(xs)
+    # largest first, so the last task to start is a small one
+    work = sorted(by_group.items(), key=lambda kv: -sum(x.size for x in kv[1]))
+    pool = _stats_pool()
+    if pool is None:
+        for g, xs in work:
+            hists[g].update(xs)
+        return
+    for f in [pool.submit(hists[g].update, xs) for g, xs in work]:
+        f.result()  # re-raises a worker's error (e.g. non-finite activations)
+
+
+_POOL = None
+
+
+def _single_worker():
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(1, thread_name_prefix="fyexport-stats")
+
+
+def _stats_pool():
+    """One worker per core for histogram counting (None on a single core)."""
+    global _POOL
+    if _POOL is None:
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        _POOL = ThreadPoolExecutor(n, thread_name_prefix="fyexport-hist") if n > 1 else False
+    return _POOL or None
 
 
 def _save_state(path: Path, key, nxt, used, skipped, reasons, hists, ranges) -> None:

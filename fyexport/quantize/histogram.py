@@ -7,8 +7,9 @@ Memory is one int64 array per tensor.
 
 A value's bin is ``floor(float32(|x|) * float32(1 / width))``.  Counting runs in a tiny C
 loop (``_fasthist.c``, built at install, called through ctypes with the GIL released) at
-about 0.6 ns per value; without it, numpy computes the very same bins, several times
-slower.
+about 0.6 ns per value on an activation fresh from ONNX Runtime (2-core Xeon; the software
+prefetch in the loop matters: 1.6 ns without it); without the helper, numpy computes the
+very same bins, several times slower.
 """
 from __future__ import annotations
 
