@@ -180,12 +180,14 @@ def prune(weights, cfg, nc, ratio, output, importance, round_to, global_pruning,
 @click.option("--crop", type=int, help="Train on random CROPxCROP windows of the letterboxed images: same object "
               "scale, a fraction of the compute (e.g. 320 on a CPU).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda.")
+@click.option("--amp/--no-amp", default=True, show_default=True,
+              help="bfloat16 autocast on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its per-epoch state file.")
 @click.option("-o", "--output", required=True, help="Recovered model (.pt).")
 @logging_options
-def recover(pruned, teacher, images, data, epochs, img_size, batch, lr, max_images, max_minutes, crop, device, seed,
-            resume, output):
+def recover(pruned, teacher, images, data, epochs, img_size, batch, lr, max_images, max_minutes, crop, device, amp,
+            seed, resume, output):
     """Recover a pruned model's accuracy by distillation from its unpruned teacher."""
     from .recover import RecoverConfig, recover_from_paths
 
@@ -193,7 +195,7 @@ def recover(pruned, teacher, images, data, epochs, img_size, batch, lr, max_imag
     if not isinstance(size, int):
         raise InputError("recover trains on square inputs: give one --img-size")
     cfg = RecoverConfig(epochs=epochs, img_size=size, batch=batch, lr=lr, max_images=max_images, seed=seed,
-                        device=device, time_budget_s=max_minutes * 60 if max_minutes else None, crop=crop)
+                        device=device, time_budget_s=max_minutes * 60 if max_minutes else None, crop=crop, amp=amp)
     _, summary = recover_from_paths(pruned, teacher, images, data, output, cfg, resume)
     G_LOGGER.info(f"wrote {output} ({summary['iterations']} iterations on {summary['images']} images, "
                   f"{summary['seconds']:.0f} s on {summary['device']})")
@@ -387,8 +389,8 @@ def triton(engine_path, repo, name, max_batch):
 @click.option("--recover-crop", type=int, help="Recover on random crops of this size (e.g. 320: 1/4 of the cost).")
 @click.option("--recover-minutes", type=float, help="Time budget for recovery (the schedule is fitted to it).")
 @click.option("--bias-correction", default=32, show_default=True, type=int, help="Images for INT8 bias correction.")
-@click.option("--auto-exclude", default=0, show_default=True, type=int,
-              help="Keep the K most sensitive scale groups in float (helps pruned+recovered models).")
+@click.option("--auto-exclude", default=None, type=int,
+              help="Keep the K most sensitive scale groups in float.  [default: 4 when pruning, else 0]")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @logging_options
 def build(weights, calib, out, prune, recover_epochs, data, img_size, batch, precision, method, max_map_drop, device,

@@ -38,7 +38,7 @@ class RecoverConfig:
     device: str = "auto"
     workers: int = 0
     time_budget_s: float | None = None  # stop after this many seconds of training (schedule shortened to fit)
-    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    amp: bool = True  # bfloat16 autocast on CUDA, and on CPUs with native bf16 (AMX / AVX512-BF16)
     crop: int | None = None  # train on random crops of this size (pixels, multiple of 32) of the img_size inputs
 
     def validate(self) -> None:
@@ -205,6 +205,18 @@ class Ema:
                     v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
 
 
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU multiplies bfloat16 in hardware (Intel AMX or AVX512-BF16).  There
+    oneDNN's bf16 convolutions run ~3x faster than fp32; elsewhere bf16 is emulated and
+    slower, so recovery stays in fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def _state_path(output: Path) -> Path:
     return output.with_name(output.stem + ".recover-state.pt")
 
@@ -247,6 +259,11 @@ def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, res
         p.requires_grad_(True)
     teacher = teacher.float().to(device).eval()
     teacher.fuse()
+    # On CPU, oneDNN's convolutions are fastest in channels-last (NHWC) layout: measured on a
+    # 2-core Xeon, 1.4x in fp32 and, with bf16 autocast on AMX, 3.4x over NCHW fp32 per step.
+    layout = torch.channels_last if device == "cpu" else torch.contiguous_format
+    student = student.to(memory_format=layout)
+    teacher = teacher.to(memory_format=layout)
     for p in teacher.parameters():
         p.requires_grad_(False)
 
@@ -290,7 +307,10 @@ def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, res
         prog = (it - cfg.warmup_iters) / max(1, total_iters - cfg.warmup_iters)
         return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog)))
 
-    use_amp = bool(cfg.amp and device.startswith("cuda"))
+    amp_device = "cuda" if device.startswith("cuda") else "cpu"
+    use_amp = bool(cfg.amp and (amp_device == "cuda" or cpu_has_native_bf16()))
+    G_LOGGER.info(f"recovery on {device}: {'bfloat16 autocast' if use_amp else 'float32'}"
+                  f"{', channels-last' if layout is torch.channels_last else ''}")
     t10 = 0.0
     t_start = time.time()
     gi = start_epoch * iters_per_epoch
@@ -327,7 +347,8 @@ def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, res
                 x, tg = augment(x, tg, gen)
                 if cfg.crop:
                     x, tg = random_crop(x, tg, cfg.crop, gen)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                x = x.contiguous(memory_format=layout)
+                with torch.autocast(amp_device, dtype=torch.bfloat16, enabled=use_amp):
                     with torch.no_grad():
                         t_raw = teacher(x)[1]
                     s_raw = student(x)
@@ -361,7 +382,7 @@ def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, res
                             "ema_updates": ema.updates, "optimizer": opt.state_dict(), "history": history}, tmp)
             if stop:
                 break
-    out = ema.ema.cpu().float().eval()
+    out = ema.ema.cpu().float().to(memory_format=torch.contiguous_format).eval()
     out.meta = dict(student.meta)
     summary = {"epochs": cfg.epochs, "images": n, "labels": with_labels, "iterations": gi,
                "seconds": round(time.time() - t_start, 1), "device": device, "history": history,
