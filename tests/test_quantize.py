@@ -326,3 +326,42 @@ def test_int8_accuracy_close_to_fp32(tiny_onnx, calib_images, tmp_path, shapes_s
         maps[name] = evaluate(open_runner(path), shapes_small).map
     assert maps["fp32"] > 0.2
     assert abs(maps["s8s8"] - maps["fp32"]) < 0.05 and abs(maps["u8s8"] - maps["fp32"]) < 0.05
+
+
+def test_auto_exclude_keeps_the_most_harmful_groups_in_float(tiny_onnx, calib_images, tmp_path):
+    """The sensitivity pass ranks groups by the output error left when each one alone stays
+    float, keeps the K best in float, and the Q/DQ models follow that choice."""
+    import json
+
+    import onnx
+
+    from fyexport.quantize import calibrate
+    from fyexport.quantize.inspect import inspect_qdq
+
+    calibrate(tiny_onnx, calib_images, tmp_path, num_images=12, batch=4, auto_exclude=2, sensitivity_images=2,
+              bias_correction=0)
+    info = json.loads((tmp_path / "calib.json").read_text())
+    sens = info["sensitivity"]
+    errs = [r["error_if_float"] for r in sens["ranking"]]
+    assert errs == sorted(errs) and len(errs) > 10
+    assert sens["kept_float"] == [r["group"] for r in sens["ranking"][:2]]
+    assert errs[0] < sens["error_all_quantized"]  # floating the worst group really removes error
+    kept = sorted({c for r in sens["ranking"][:2] for c in r["convs"]})
+    for name in ("model.qdq.onnx", "model.qdq.cpu.onnx"):
+        rep = inspect_qdq(onnx.load(str(tmp_path / name)))
+        assert not rep.violations
+        convs = [c for c in kept if c in rep.float_convs or c in rep.quantized_convs]
+        assert convs and set(convs) <= set(rep.float_convs)
+        assert len(rep.float_convs) == 3 + len(convs) and len(rep.quantized_convs) == 55 - len(convs)
+
+
+def test_build_keeps_sensitive_groups_float_by_default_only_when_pruning():
+    from fyexport.build import AUTO_EXCLUDE_PRUNED, BuildOptions
+
+    def opts(**kw):
+        return BuildOptions(weights="w.pt", calib="c", out="o", **kw)
+
+    assert opts(prune=0.5).sensitive_groups_in_float == AUTO_EXCLUDE_PRUNED == 4
+    assert opts(prune=0.0).sensitive_groups_in_float == 0
+    assert opts(prune=0.5, auto_exclude=0).sensitive_groups_in_float == 0
+    assert opts(prune=0.0, auto_exclude=2).sensitive_groups_in_float == 2
