@@ -408,8 +408,8 @@ class Build:
             summary["status"] = status
             raise GateError(f"mAP gate failed: {gate['precision']} loses {gate['drop_points']:.2f} points of "
                             f"mAP@.5:.95 against FP32 (allowed {o.max_map_drop}); artifacts kept in {self.out}",
-                            "Try --auto-exclude 4 (keeps the most sensitive layers in float), --method minmax or "
-                            "percentile, or more calibration images")
+                            "Try --method auto (picks entropy, percentile or minmax by output error), "
+                            "--auto-exclude 4, or more calibration images")
         return summary
 
     def summary(self, base: dict, gate) -> dict:

@@ -233,7 +233,9 @@ def eval_cmd(artifact, data, split, img_size, batch, conf, iou, runtime, device,
 @click.option("-o", "--output", "out_dir", required=True, help="Output folder.")
 @click.option("--num-images", default=500, show_default=True, type=int, help="Images to sample (deterministic).")
 @click.option("--batch", default=8, show_default=True, type=int, help="Images per histogram batch.")
-@click.option("--method", default="entropy", show_default=True, type=click.Choice(["entropy", "minmax", "percentile"]))
+@click.option("--method", default="entropy", show_default=True,
+              type=click.Choice(["entropy", "minmax", "percentile", "auto"]),
+              help="auto: the method whose INT8 outputs stay closest to FP32 on a few calibration images.")
 @click.option("--percentile", default=99.99, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--exclude", help="Regex of Conv node/tensor names to keep in float (the head's output convs always are).")
@@ -376,7 +378,9 @@ def triton(engine_path, repo, name, max_batch):
 @click.option("--img-size", default=640, show_default=True, type=int)
 @click.option("--batch", default=1, show_default=True, type=int, help="Static batch of the exported model.")
 @click.option("--precision", default="int8", show_default=True, type=click.Choice(["int8", "fp16", "fp32"]))
-@click.option("--method", default="entropy", show_default=True, type=click.Choice(["entropy", "minmax", "percentile"]))
+@click.option("--method", default="entropy", show_default=True,
+              type=click.Choice(["entropy", "minmax", "percentile", "auto"]),
+              help="auto: the method whose INT8 outputs stay closest to FP32 on a few calibration images.")
 @click.option("--max-map-drop", default=1.0, show_default=True, type=float, help="mAP@.5:.95 points INT8 may lose.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda (recovery, engine).")
 @click.option("--num-images", default=500, show_default=True, type=int, help="Calibration images to sample.")

@@ -365,3 +365,21 @@ def test_build_keeps_sensitive_groups_float_by_default_only_when_pruning():
     assert opts(prune=0.0).sensitive_groups_in_float == 0
     assert opts(prune=0.5, auto_exclude=0).sensitive_groups_in_float == 0
     assert opts(prune=0.0, auto_exclude=2).sensitive_groups_in_float == 2
+
+
+def test_method_auto_picks_the_lowest_output_error(tiny_onnx, calib_images, tmp_path):
+    import json
+
+    from fyexport.quantize import calibrate
+
+    r = calibrate(tiny_onnx, calib_images, tmp_path / "auto", num_images=12, batch=4, method="auto",
+                  sensitivity_images=2, bias_correction=0)
+    info = json.loads((tmp_path / "auto" / "calib.json").read_text())
+    sel = info["method_selection"]
+    errs = sel["output_error"]
+    assert set(errs) == {"entropy", "minmax", "percentile"} and all(v > 0 for v in errs.values())
+    assert sel["chosen"] == min(errs, key=errs.get) == info["method"] == r.method
+    # the artifacts are exactly those of calibrating with the chosen method
+    fixed = calibrate(tiny_onnx, calib_images, tmp_path / "fixed", num_images=12, batch=4, method=sel["chosen"],
+                      bias_correction=0)
+    assert (tmp_path / "auto" / "calib.cache").read_bytes() == fixed.files["cache"].read_bytes()

@@ -48,19 +48,40 @@ def exclusion_regex(names, base: str | None = None) -> str:
     return "|".join(parts)
 
 
+def _run(model_proto, images: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    from ..runners.ort import session_options
+
+    sess = ort.InferenceSession(model_proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {"images": x[None]})[0] for x in images])
+
+
+def method_errors(proto, plan: Plan, amaxes: dict, gmin: dict, ranges: dict, images: np.ndarray) -> dict:
+    """{method: output error of its Q/DQ models vs FP32}, summed over the TensorRT-style
+    (S8S8) and CPU (U8S8) flavours, for ``calibrate(method="auto")``."""
+    from .qdq import build_qdq
+
+    ref = _run(proto, images)
+    out = {}
+    with progress("method", len(amaxes) * 2) as bar:
+        for name, amax in amaxes.items():
+            err = 0.0
+            for flavour in ("trt", "cpu"):
+                err += output_error(_run(build_qdq(proto, plan, amax, gmin, ranges, flavour), images), ref)
+                bar.advance()
+            out[name] = err
+    return out
+
+
 def rank_groups(proto, plan: Plan, amax: dict, gmin: dict, ranges: dict, images: np.ndarray, flavour: str = "cpu",
                 base_exclude: str | None = None) -> list:
     """[(gid, error with gid in float, convs)] sorted from most to least harmful group, plus
     the error of the fully quantized model as the first entry ("*")."""
-    import onnxruntime as ort
-
-    from ..runners.ort import session_options
     from .qdq import build_qdq
 
     def run(model_proto) -> np.ndarray:
-        sess = ort.InferenceSession(model_proto.SerializeToString(), session_options(),
-                                    providers=["CPUExecutionProvider"])
-        return np.concatenate([sess.run(None, {"images": x[None]})[0] for x in images])
+        return _run(model_proto, images)
 
     ref = run(proto)
     full = output_error(run(build_qdq(proto, plan, amax, gmin, ranges, flavour)), ref)
