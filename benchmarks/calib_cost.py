@@ -103,17 +103,13 @@ def main() -> None:
     ap.add_argument("--num-images", type=int, default=500)
     ap.add_argument("--out")
     a = ap.parse_args()
-    import platform
+    from fyexport.bench import _cpu_name
+    from fyexport.runners.ort import physical_cores
 
     p = child("pure", a.model, a.images, a.num_images)
     e = child("exposed", a.model, a.images, a.num_images)
     s = child("stats", a.model, a.images, a.num_images)
-    cpu = platform.processor()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    res = {"machine": {"cpu": cpu, "cores": len(__import__("os").sched_getaffinity(0))},
+    res = {"machine": {"cpu": _cpu_name(), "cores": physical_cores()},
            "pure_inference": p, "exposed_inference": e, "calibration_statistics": s,
            "histogram_plus_kl_share_of_pure_inference": (s["seconds"] - e["seconds"]) / p["seconds"],
            "exposing_share_of_pure_inference": e["seconds"] / p["seconds"] - 1,

@@ -251,10 +251,11 @@ def _stats_pool():
     """One worker per core for histogram counting (None on a single core)."""
     global _POOL
     if _POOL is None:
-        import os
         from concurrent.futures import ThreadPoolExecutor
 
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        from ..runners.ort import physical_cores
+
+        n = physical_cores()
         _POOL = ThreadPoolExecutor(n, thread_name_prefix="fyexport-hist") if n > 1 else False
     return _POOL or None
 

@@ -80,17 +80,14 @@ def rank_groups(proto, plan: Plan, amax: dict, gmin: dict, ranges: dict, images:
     the error of the fully quantized model as the first entry ("*")."""
     from .qdq import build_qdq
 
-    def run(model_proto) -> np.ndarray:
-        return _run(model_proto, images)
-
-    ref = run(proto)
-    full = output_error(run(build_qdq(proto, plan, amax, gmin, ranges, flavour)), ref)
+    ref = _run(proto, images)
+    full = output_error(_run(build_qdq(proto, plan, amax, gmin, ranges, flavour), images), ref)
     out = [("*", full, [])]
     with progress("sensitivity", len(plan.groups)) as bar:
         for gid in plan.groups:
             convs = consumers_of_group(proto, plan, gid)
             reduced = analyse(proto, exclusion_regex(convs, base_exclude))
-            err = output_error(run(build_qdq(proto, reduced, amax, gmin, ranges, flavour)), ref)
+            err = output_error(_run(build_qdq(proto, reduced, amax, gmin, ranges, flavour), images), ref)
             out.append((gid, err, convs))
             bar.advance()
     return out[:1] + sorted(out[1:], key=lambda r: r[1])
