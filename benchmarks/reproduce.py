@@ -11,7 +11,7 @@ where the CPU has AMX / AVX512-BF16).  On a GPU, recover with gpu_run.py and pas
 
 Steps: generate the shapes data set (bundled generator), prune the checkpoint 0.5 (L2,
 round_to 8), recover it by distillation under a time budget (or reuse --recovered, e.g. the
-one trained on a GPU), export FP32 ONNX, calibrate INT8 (entropy, 500 images), then
+one trained on a GPU), export FP32 ONNX, calibrate INT8 (--method, default search, 500 images), then
 ``fyexport bench`` the pruned FP32, INT8 CPU-flavour and INT8 TensorRT-style models against
 the unpruned FP32 checkpoint with mAP on the validation split.  Writes
 benchmarks/results/<machine>.json and .png (the bench report, plus a "pipeline" section
@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batches", default="1")
     ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--method", default="search", help="calibration method (fyexport build's default: search)")
     ap.add_argument("--auto-exclude", type=int, default=4,
                     help="keep the K most sensitive scale groups in float (pruned+recovered models need it)")
     args = ap.parse_args()
@@ -87,12 +88,14 @@ def main() -> None:
     onnx_path = work / "recovered.onnx"
     step("export", lambda: export_onnx(fyexport.load(rec), onnx_path))
     cal = step("calibrate", lambda: calibrate(onnx_path, Path(spec.images("train")[0]).parent, work / "int8",
-                                              num_images=500, auto_exclude=args.auto_exclude))
+                                              num_images=500, method=args.method,
+                                              auto_exclude=args.auto_exclude))
     arts = [str(onnx_path), str(work / "int8/model.qdq.cpu.onnx"), str(work / "int8/model.qdq.onnx")]
     report = step("bench", lambda: run_bench(arts, args.weights, runtime="auto", device=args.device,
                                              batches=tuple(int(b) for b in args.batches.split(",")),
                                              duration=args.duration, data=str(data), workdir=work / "bench"))
-    report["pipeline"] = {"steps_s": steps, "recovered_from": str(rec), "auto_exclude": args.auto_exclude,
+    report["pipeline"] = {"steps_s": steps, "recovered_from": str(rec), "method": args.method,
+                          "auto_exclude": args.auto_exclude,
                           "recovered_meta": fyexport.load(rec).meta.get("recover"),
                           "calibration": {"images": cal.images_used, "seconds": round(cal.seconds, 1),
                                           "inference_s": round(cal.infer_seconds, 1),

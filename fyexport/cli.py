@@ -54,6 +54,11 @@ def parse_img_size(value) -> int | tuple[int, int]:
 IMG_SIZE = click.option("--img-size", default="640", show_default=True, help="Input size N or H,W.")
 
 
+METHOD_HELP = ("entropy: TensorRT's KL search; mse: NVIDIA's Histogram(MSE); search: per scale group, entropy "
+               "unless another method's amax clearly lowers the error of the convs reading it; auto: the one method "
+               "whose INT8 outputs stay closest to FP32 on a few calibration images.")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="fyexport", message="fyexport %(version)s")
 @logging_options
@@ -234,8 +239,8 @@ def eval_cmd(artifact, data, split, img_size, batch, conf, iou, runtime, device,
 @click.option("--num-images", default=500, show_default=True, type=int, help="Images to sample (deterministic).")
 @click.option("--batch", default=8, show_default=True, type=int, help="Images per histogram batch.")
 @click.option("--method", default="entropy", show_default=True,
-              type=click.Choice(["entropy", "minmax", "percentile", "auto"]),
-              help="auto: the method whose INT8 outputs stay closest to FP32 on a few calibration images.")
+              type=click.Choice(["entropy", "minmax", "percentile", "mse", "auto", "search"]),
+              help=METHOD_HELP)
 @click.option("--percentile", default=99.99, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--exclude", help="Regex of Conv node/tensor names to keep in float (the head's output convs always are).")
@@ -378,9 +383,9 @@ def triton(engine_path, repo, name, max_batch):
 @click.option("--img-size", default=640, show_default=True, type=int)
 @click.option("--batch", default=1, show_default=True, type=int, help="Static batch of the exported model.")
 @click.option("--precision", default="int8", show_default=True, type=click.Choice(["int8", "fp16", "fp32"]))
-@click.option("--method", default="entropy", show_default=True,
-              type=click.Choice(["entropy", "minmax", "percentile", "auto"]),
-              help="auto: the method whose INT8 outputs stay closest to FP32 on a few calibration images.")
+@click.option("--method", default="search", show_default=True,
+              type=click.Choice(["entropy", "minmax", "percentile", "mse", "auto", "search"]),
+              help=METHOD_HELP)
 @click.option("--max-map-drop", default=1.0, show_default=True, type=float, help="mAP@.5:.95 points INT8 may lose.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda (recovery, engine).")
 @click.option("--num-images", default=500, show_default=True, type=int, help="Calibration images to sample.")

@@ -42,6 +42,6 @@ def run_demo(out="fyexport-demo", calib: int = 400, val: int = 100, prune: float
     data = make_data(out / "data", calib, val)
     opts = BuildOptions(weights=str(ASSET), calib=str(out / "data" / "images" / "train"), out=str(out / "build"),
                         prune=prune, recover_epochs=recover_epochs, data=str(data), img_size=640, batch=1,
-                        precision="int8", method="entropy", max_map_drop=1.0, device=device, num_images=calib,
+                        precision="int8", method="search", max_map_drop=1.0, device=device, num_images=calib,
                         recover_batch=16, recover_crop=320, recover_minutes=4.0, bench_duration=2.0)
     return run_build(opts, command=f"fyexport demo -o {out}")

@@ -48,18 +48,23 @@ def _hist_of(x, bins=2048):
     return h
 
 
-@pytest.mark.parametrize("dist", ["uniform", "gaussian", "laplace_outliers"])
-def test_kl_search_matches_reference_loop(dist):
-    from fyexport.quantize.entropy import entropy_amax
-
-    rng = np.random.default_rng(1)
+def _synthetic_hist(dist: str, seed: int, bins: int = 512):
+    """|x| histogram of a synthetic distribution (few bins keep the O(N^2) reference loops quick)."""
+    rng = np.random.default_rng(seed)
     if dist == "uniform":
         x = rng.uniform(-1, 1, 200_000)
     elif dist == "gaussian":
         x = rng.normal(0, 1, 200_000)
     else:
         x = np.concatenate([rng.laplace(0, 0.5, 200_000), rng.uniform(20, 40, 30)])
-    h = _hist_of(x, bins=512)  # fewer bins keep the O(N^2) reference loop quick
+    return _hist_of(x, bins=bins)
+
+
+@pytest.mark.parametrize("dist", ["uniform", "gaussian", "laplace_outliers"])
+def test_kl_search_matches_reference_loop(dist):
+    from fyexport.quantize.entropy import entropy_amax
+
+    h = _synthetic_hist(dist, seed=1)
     fast = entropy_amax(h.counts, h.width)
     ref = reference_entropy_amax(h.counts, h.width)
     assert fast == pytest.approx(ref, rel=1e-12)
@@ -78,6 +83,36 @@ def test_kl_is_nonnegative_and_finite_at_full_range():
     cands, kl = kl_divergences(h.counts)
     assert cands[-1] == len(h.counts) and h.counts[-1] > 0
     assert np.all(kl >= 0) and np.isfinite(kl[-1])
+
+
+def reference_mse_amax(hist, width, start=128):
+    """NVIDIA's Histogram(MSE), one candidate at a time: fake-quantize every bin centre to
+    127 symmetric levels with each candidate amax and weight the squared error by counts."""
+    counts = np.asarray(hist, dtype=np.float64)
+    centers = (np.arange(len(counts)) + 0.5) * width
+    best, best_err = None, np.inf
+    for i in range(start, len(centers)):
+        amax = centers[i]
+        q = np.clip(np.round(centers * (127 / amax)), -127, 127) / (127 / amax)
+        err = float(((q - centers) ** 2 * counts).sum())
+        if err < best_err:  # first minimum
+            best, best_err = amax, err
+    return best
+
+
+@pytest.mark.parametrize("dist", ["uniform", "gaussian", "laplace_outliers"])
+def test_mse_search_matches_reference_loop(dist):
+    from fyexport.quantize.entropy import entropy_amax, mse_amax
+
+    h = _synthetic_hist(dist, seed=2)
+    fast = mse_amax(h.counts, h.width, chunk=37)  # odd chunks exercise the chunk boundaries
+    assert fast == pytest.approx(reference_mse_amax(h.counts, h.width), rel=1e-12)
+    if dist == "uniform":
+        assert fast == pytest.approx(1.0, rel=0.02)
+    elif dist == "laplace_outliers":
+        # 30 far outliers cost more squared error clipped than rounded: MSE keeps far more
+        # of the tail than the KL search, which clips them away
+        assert entropy_amax(h.counts, h.width) < 0.6 * h.amax < fast
 
 
 def test_percentile_and_minmax():
@@ -377,9 +412,98 @@ def test_method_auto_picks_the_lowest_output_error(tiny_onnx, calib_images, tmp_
     info = json.loads((tmp_path / "auto" / "calib.json").read_text())
     sel = info["method_selection"]
     errs = sel["output_error"]
-    assert set(errs) == {"entropy", "minmax", "percentile"} and all(v > 0 for v in errs.values())
+    assert set(errs) == {"entropy", "minmax", "percentile", "mse"} and all(v > 0 for v in errs.values())
     assert sel["chosen"] == min(errs, key=errs.get) == info["method"] == r.method
     # the artifacts are exactly those of calibrating with the chosen method
     fixed = calibrate(tiny_onnx, calib_images, tmp_path / "fixed", num_images=12, batch=4, method=sel["chosen"],
                       bias_correction=0)
     assert (tmp_path / "auto" / "calib.cache").read_bytes() == fixed.files["cache"].read_bytes()
+
+
+def test_amax_search_scores_consumers_and_prefers_entropy(tiny_onnx, calib_images, tmp_path):
+    """--method search: every candidate's error is the relative squared error of the group's
+    consumer convs (activated) with the input fake-quantized at that amax and int8 weights,
+    checked here against torch for one group; entropy stays unless beaten by the tolerance."""
+    import json
+
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from fyexport.quantize import calibrate
+    from fyexport.quantize.collect import calibration_model
+    from fyexport.quantize.graph import analyse, graph_index
+    from fyexport.quantize.qdq import quantize_weight, weight_scales
+    from fyexport.quantize.search import candidate_amax, search_amax
+    from fyexport.runners.ort import session_options
+
+    r = calibrate(tiny_onnx, calib_images, tmp_path, num_images=12, batch=4, method="search",
+                  sensitivity_images=3, bias_correction=0)
+    info = json.loads((tmp_path / "calib.json").read_text())
+    assert info["method"] == "search" and r.method == "search"
+    groups = info["method_selection"]["groups"]
+    assert len(groups) >= 5
+    for gid, rep in groups.items():
+        assert info["groups"][gid]["amax"] == pytest.approx(rep["amax"])
+        err = rep["error"]
+        best = min(err.values())
+        assert all(v >= 0 for v in err.values())
+        if rep["chosen"] != "entropy":
+            assert err[rep["chosen"]] == best and err["entropy"] > 2.0 * best
+        else:
+            assert err["entropy"] <= 2.0 * best
+
+    # the error of one single-reader group, recomputed with torch
+    import onnxruntime as ort
+
+    from fyexport.quantize import _images_tensor, load_collected
+    from fyexport.quantize.collect import select_images
+
+    proto = onnx.load(str(tiny_onnx))
+    plan = analyse(proto)
+    _, consumers, _ = graph_index(proto)
+    readers = {g: [c for t in plan.groups[g] for c in consumers[t] if c.name in plan.conv_nodes] for g in groups}
+    gid = next(g for g, cs in readers.items() if len(cs) == 1
+               and plan.activations.get(cs[0].output[0], ("none",))[0] in ("silu", "leaky"))
+    conv = readers[gid][0]
+    kind = plan.activations[conv.output[0]]
+    alpha = next((a.f for n in proto.graph.node if kind[0] == "leaky" and n.name == kind[1]
+                  for a in n.attribute if a.name == "alpha"), 0.01)
+    probe = _images_tensor(proto, select_images(calib_images, 12, 0), 3)
+    sess = ort.InferenceSession(calibration_model(proto, [conv.input[0]]), session_options(),
+                                providers=["CPUExecutionProvider"])
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    w = inits[conv.input[1]].astype(np.float32)
+    b = torch.from_numpy(inits[conv.input[2]].astype(np.float32))
+    att = {a.name: onnx.helper.get_attribute_value(a) for a in conv.attribute}
+    sc = weight_scales(w)
+    wq = torch.from_numpy(quantize_weight(w, sc).astype(np.float32) * sc[:, None, None, None])
+
+    def conv_act(x, weight):
+        p = att.get("pads", [0, 0, 0, 0])
+        y = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (p[1], p[3], p[0], p[2])), weight, b,
+                                       stride=att.get("strides", [1, 1]), dilation=att.get("dilations", [1, 1]),
+                                       groups=att.get("group", 1))
+        return torch.nn.functional.silu(y) if kind[0] == "silu" else torch.nn.functional.leaky_relu(y, alpha)
+
+    stats = tmp_path / "calib.stats.json"
+    col = load_collected(stats, json.loads(stats.read_text())["key"])
+    cands = candidate_amax(col.hists[gid])
+    assert set(cands) == set(groups[gid]["error"])
+    for label, a in cands.items():
+        num = den = 0.0
+        for img in probe:
+            x = torch.from_numpy(sess.run(None, {"images": img[None]})[0])
+            s = np.float32(a / 127.0)
+            xq = torch.clamp(torch.round(x / s), -128, 127) * s
+            ref = conv_act(x, torch.from_numpy(w))
+            num += float(((conv_act(xq, wq) - ref) ** 2).mean())
+            den += float((ref ** 2).mean())
+        # per-image means summed over the probe images; one reader: error = sum(mse) / sum(energy)
+        assert groups[gid]["error"][label] == pytest.approx(num / den, rel=2e-3, abs=1e-7)
+
+    # tolerance: huge keeps entropy everywhere, 1 is the plain argmin
+    _, rep_e = search_amax(proto, plan, col.hists, probe, tolerance=1e9)
+    assert all(v["chosen"] == "entropy" for v in rep_e.values())
+    _, rep_1 = search_amax(proto, plan, col.hists, probe, tolerance=1.0)
+    assert all(v["chosen"] == min(v["error"], key=v["error"].get) for v in rep_1.values())

@@ -68,8 +68,8 @@ def calibrate(onnx_path, images, out_dir, num_images: int | None = 500, batch: i
     from .graph import analyse
     from .qdq import build_qdq, to_fp16
 
-    if method not in METHODS + ("auto",):
-        raise InputError(f"--method must be one of {', '.join(METHODS + ('auto',))}, got {method!r}")
+    if method not in METHODS + ("auto", "search"):
+        raise InputError(f"--method must be one of {', '.join(METHODS + ('auto', 'search'))}, got {method!r}")
     if not (0 < percentile <= 100):
         raise InputError(f"--percentile must be in (0, 100], got {percentile}")
     if batch < 1:
@@ -112,11 +112,19 @@ def calibrate(onnx_path, images, out_dir, num_images: int | None = 500, batch: i
     gmin = {g: (h.min if h.counts is not None else 0.0) for g, h in col.hists.items()}
     selection = None
     probe = None  # the few images that score methods and groups, read once
-    if method == "auto" or auto_exclude:
+    if method in ("auto", "search") or auto_exclude:
         probe = _images_tensor(proto, imgs, sensitivity_images)
     if method == "auto":
         method, selection = _choose_method(proto, plan, col, gmin, probe, percentile)
-    amax = {g: compute_amax(h, method, percentile) for g, h in col.hists.items()}
+    if method == "search":
+        from .search import search_amax
+
+        amax, per_group = search_amax(proto, plan, col.hists, probe)
+        chosen = [r["chosen"] for r in per_group.values()]
+        G_LOGGER.info("amax search: " + ", ".join(f"{chosen.count(c)} {c}" for c in sorted(set(chosen))))
+        selection = {"requested": "search", "images": len(probe), "groups": per_group}
+    else:
+        amax = {g: compute_amax(h, method, percentile) for g, h in col.hists.items()}
     amax_s = time.perf_counter() - ta
 
     sensitivity = None

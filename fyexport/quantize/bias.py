@@ -28,7 +28,7 @@ def local_shifts(proto, plan, amax: dict, gmin: dict, images: np.ndarray, flavou
     import onnxruntime as ort
 
     from ..runners.ort import session_options
-    from .qdq import _act_params, quantize_weight, weight_scales
+    from .qdq import _act_params, quantized_twin
 
     m = onnx.ModelProto()
     m.CopyFrom(proto)
@@ -46,23 +46,11 @@ def local_shifts(proto, plan, amax: dict, gmin: dict, images: np.ndarray, flavou
         else:
             scale, zp = _act_params(gmin.get(gid, 0.0), amax[gid], unsigned)
         k = len(pairs)
-        w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
-        sc = weight_scales(w)
-        names = [f"bc{k}_{s}" for s in ("xs", "xz", "wq", "ws", "wz")]
-        extra_inits += [numpy_helper.from_array(np.array(scale, np.float32), names[0]),
-                        numpy_helper.from_array(np.array(zp), names[1]),
-                        numpy_helper.from_array(quantize_weight(w, sc), names[2]),
-                        numpy_helper.from_array(sc, names[3]),
-                        numpy_helper.from_array(np.zeros(len(sc), np.int8), names[4])]
-        extra_nodes += [
-            helper.make_node("QuantizeLinear", [x, names[0], names[1]], [f"bc{k}_xq"], name=f"bc{k}_q"),
-            helper.make_node("DequantizeLinear", [f"bc{k}_xq", names[0], names[1]], [f"bc{k}_xdq"], name=f"bc{k}_dq"),
-            helper.make_node("DequantizeLinear", [names[2], names[3], names[4]], [f"bc{k}_wdq"], name=f"bc{k}_wdq",
-                             axis=0),
-            helper.make_node("Conv", [f"bc{k}_xdq", f"bc{k}_wdq", *n.input[2:]], [f"bc{k}_y"], name=f"bc{k}_conv",
-                             **{a.name: helper.get_attribute_value(a) for a in n.attribute}),
-        ]
-        pairs[n.name] = (n.output[0], f"bc{k}_y")
+        nodes, new_inits, y = quantized_twin(n, numpy_helper.to_array(inits[n.input[1]]).astype(np.float32), f"bc{k}",
+                                             scale, zp)
+        extra_nodes += nodes
+        extra_inits += new_inits
+        pairs[n.name] = (n.output[0], y)
     g.node.extend(extra_nodes)
     g.initializer.extend(extra_inits)
     del g.output[:]

@@ -91,6 +91,29 @@ def quantize_weight(w: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.clip(q, -127, 127).astype(np.int8)
 
 
+def quantized_twin(conv, w: np.ndarray, tag: str, scale, zp):
+    """(nodes, initializers, output) of a copy of ``conv`` that reads its own input through
+    Q/DQ(scale, zp) and uses per-channel int8 weights, for measuring what quantizing that
+    one conv does (bias correction, the per-group amax search)."""
+    from onnx import helper, numpy_helper
+
+    sc = weight_scales(w)
+    names = [f"{tag}_{s}" for s in ("xs", "xz", "wq", "ws", "wz")]
+    inits = [numpy_helper.from_array(np.array(scale, np.float32), names[0]),
+             numpy_helper.from_array(np.array(zp), names[1]),
+             numpy_helper.from_array(quantize_weight(w, sc), names[2]),
+             numpy_helper.from_array(sc, names[3]),
+             numpy_helper.from_array(np.zeros(len(sc), np.int8), names[4])]
+    nodes = [
+        helper.make_node("QuantizeLinear", [conv.input[0], names[0], names[1]], [f"{tag}_xq"], name=f"{tag}_q"),
+        helper.make_node("DequantizeLinear", [f"{tag}_xq", names[0], names[1]], [f"{tag}_xdq"], name=f"{tag}_dq"),
+        helper.make_node("DequantizeLinear", [names[2], names[3], names[4]], [f"{tag}_wdq"], name=f"{tag}_wdq", axis=0),
+        helper.make_node("Conv", [f"{tag}_xdq", f"{tag}_wdq", *conv.input[2:]], [f"{tag}_y"], name=f"{tag}_conv",
+                         **{a.name: helper.get_attribute_value(a) for a in conv.attribute}),
+    ]
+    return nodes, inits, f"{tag}_y"
+
+
 def build_qdq(proto, plan: Plan, amax: dict, gmin: dict, ranges: dict, flavour: str = "trt",
               bias_shift: dict | None = None):
     """A new ModelProto with Q/DQ inserted.
