@@ -45,7 +45,7 @@ def exposed(model: str, images: str, n: int) -> dict:
     import onnxruntime as ort
 
     from fyexport.preprocess import iter_prepared
-    from fyexport.quantize.collect import calibration_model, select_images
+    from fyexport.quantize.collect import _model_input, calibration_model, select_images
     from fyexport.quantize.graph import analyse
     from fyexport.runners.ort import session_options
 
@@ -56,15 +56,11 @@ def exposed(model: str, images: str, n: int) -> dict:
     sess = ort.InferenceSession(calibration_model(proto, outs), session_options(), providers=["CPUExecutionProvider"])
     t = time.perf_counter()
     k = 0
-    for x in iter_prepared(sel.paths, tuple(d for d in onnx_hw(proto))):
-        sess.run(None, {sess.get_inputs()[0].name: x[None]})
+    name, dims = _model_input(proto)
+    for x in iter_prepared(sel.paths, (dims[2], dims[3])):
+        sess.run(None, {name: x[None]})
         k += 1
     return {"images": k, "seconds": time.perf_counter() - t, "exposed_tensors": len(outs)}
-
-
-def onnx_hw(proto) -> tuple:
-    dims = proto.graph.input[0].type.tensor_type.shape.dim
-    return dims[2].dim_value, dims[3].dim_value
 
 
 def stats(model: str, images: str, n: int) -> dict:

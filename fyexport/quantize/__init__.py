@@ -203,9 +203,10 @@ def _images_tensor(proto, imgs, n: int):
     import numpy as np
 
     from ..preprocess import iter_prepared
+    from .collect import _model_input
 
-    hw = tuple(d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[2:])
-    return np.stack(list(itertools.islice(iter_prepared(imgs.paths, hw), n)))
+    dims = _model_input(proto)[1]
+    return np.stack(list(itertools.islice(iter_prepared(imgs.paths, (dims[2], dims[3])), n)))
 
 
 def _choose_method(proto, plan, col, gmin, probe, percentile: float):

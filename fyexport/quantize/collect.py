@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,7 +165,7 @@ def collect(proto, plan: Plan, images: ImageSet, batch: int = 8, state_path: Pat
             t_stats += time.perf_counter() - tw
             pending = None
 
-    with progress("calibrate", n) as bar, _single_worker() as worker:
+    with progress("calibrate", n) as bar, ThreadPoolExecutor(1, thread_name_prefix="fyexport-stats") as worker:
         bar.advance(start)
         for bi, i0 in enumerate(range(start, n, batch)):
             chunk = images.paths[i0:i0 + batch]
@@ -241,18 +242,10 @@ def _update_stats(names, arrays, rep_group, hists, ranges) -> None:
 _POOL = None
 
 
-def _single_worker():
-    from concurrent.futures import ThreadPoolExecutor
-
-    return ThreadPoolExecutor(1, thread_name_prefix="fyexport-stats")
-
-
 def _stats_pool():
     """One worker per core for histogram counting (None on a single core)."""
     global _POOL
     if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
-
         from ..runners.ort import physical_cores
 
         n = physical_cores()

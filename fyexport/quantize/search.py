@@ -62,15 +62,17 @@ def search_amax(proto, plan: Plan, hists: dict, images: np.ndarray, tolerance: f
     import onnxruntime as ort
 
     from ..runners.ort import session_options
+    from .collect import _model_input
     from .entropy import compute_amax
-    from .qdq import quantized_twin
+    from .qdq import _leaky_alpha, _node_by_name, quantized_twin
 
     _, consumers, _ = graph_index(proto)
     m = onnx.ModelProto()
     m.CopyFrom(proto)
     g = m.graph
     inits = {i.name: i for i in g.initializer}
-    convs = {n.name: n for n in g.node if n.name in set(plan.conv_nodes)}
+    quantized = set(plan.conv_nodes)
+    convs = {n.name: n for n in g.node if n.name in quantized}
     nodes, new_inits, outputs = [], [], []
     scored: dict = {}  # gid -> {label: [error output names]}
     cands: dict = {}
@@ -82,7 +84,7 @@ def search_amax(proto, plan: Plan, hists: dict, images: np.ndarray, tolerance: f
             nodes.append(helper.make_node("Mul", [y, f"{tag}_sig"], [f"{tag}_act"], name=f"{tag}_act"))
             return f"{tag}_act"
         if kind[0] == "leaky":
-            alpha = next((a.f for n in g.node if n.name == kind[1] for a in n.attribute if a.name == "alpha"), 0.01)
+            alpha = _leaky_alpha(_node_by_name(g, kind[1]))
             nodes.append(helper.make_node("LeakyRelu", [y], [f"{tag}_act"], name=f"{tag}_act", alpha=alpha))
             return f"{tag}_act"
         return y
@@ -118,7 +120,7 @@ def search_amax(proto, plan: Plan, hists: dict, images: np.ndarray, tolerance: f
                 new_inits.extend(ti)
                 nodes.append(helper.make_node("Sub", [act(y, kind, tag), ref_act], [f"{tag}_d"], name=f"{tag}_d"))
                 scored[gid][label].append((mean_square(f"{tag}_d", tag), ref_energy))
-    amax = {gid: compute_amax(h, "entropy") for gid, h in hists.items()}
+    amax = {gid: cands[gid]["entropy"] if gid in cands else compute_amax(h, "entropy") for gid, h in hists.items()}
     if not scored:
         return amax, {}
     g.node.extend(nodes)
@@ -127,21 +129,18 @@ def search_amax(proto, plan: Plan, hists: dict, images: np.ndarray, tolerance: f
     g.output.extend([helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in outputs])
     sess = ort.InferenceSession(m.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
     acc = dict.fromkeys(outputs, 0.0)
+    in_name = _model_input(proto)[0]
     with progress("amax search", len(images)) as bar:
         for img in images:
-            for name, v in zip(outputs, sess.run(outputs, {plan_input(proto): img[None]})):
+            for name, v in zip(outputs, sess.run(outputs, {in_name: img[None]})):
                 acc[name] += float(v)
             bar.advance()
     report = {}
     for gid, per_label in scored.items():
         err = {label: sum(acc[d] / max(acc[e], 1e-12) for d, e in pairs) for label, pairs in per_label.items()}
         best = min(err, key=err.get)  # first minimum: CANDIDATES order
-        chosen = "entropy" if "entropy" in err and err["entropy"] <= tolerance * err[best] else best
+        chosen = "entropy" if err["entropy"] <= tolerance * err[best] else best  # entropy is always a candidate
         amax[gid] = cands[gid][chosen]
         report[gid] = {"chosen": chosen, "amax": amax[gid], "error": err, "convs": len(next(iter(per_label.values())))}
     return amax, report
 
-
-def plan_input(proto) -> str:
-    inits = {i.name for i in proto.graph.initializer}
-    return next(i.name for i in proto.graph.input if i.name not in inits)
