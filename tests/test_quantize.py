@@ -1,6 +1,8 @@
 """INT8: histograms, the KL search, the TensorRT cache, calibration and Q/DQ placement."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -253,6 +255,24 @@ def test_calibration_outputs_and_determinism(tiny_onnx, calib_images, tmp_path):
     assert header.startswith("TRT-") and header.endswith("-EntropyCalibration2")
     assert set(amax) == set(a.info["tensors"]) and all(v > 0 for v in amax.values())
     assert a.info["images"]["used"] == 12 and len(a.info["model"]["sha256"]) == 64
+    # every tensor of a scale group is calibrated by itself and the group takes the largest
+    # amax; Concat outputs only repeat their inputs' values and are not histogrammed
+    import onnx
+
+    from fyexport.quantize import load_collected
+    from fyexport.quantize.entropy import compute_amax
+
+    producer = {o: n.op_type for n in onnx.load(str(tiny_onnx)).graph.node for o in n.output}
+    stats = tmp_path / "a" / "calib.stats.json"
+    col = load_collected(stats, json.loads(stats.read_text())["key"])
+    multi = 0
+    for gid, g in a.info["groups"].items():
+        assert all(producer.get(t) != "Concat" for t in g["histogrammed"])
+        assert set(g["histogrammed"]) <= set(g["tensors"]) and set(col.hists) >= set(g["histogrammed"])
+        own = [compute_amax(col.hists[t], "entropy") for t in g["histogrammed"]]
+        assert g["amax"] == max(own)
+        multi += len(own) > 1 and min(own) < 0.9 * max(own)
+    assert multi >= 2  # concat groups whose inputs need different ranges exist, and the widest wins
     # another method reuses the statistics and gives another cache
     c = calibrate(tiny_onnx, calib_images, tmp_path / "a", num_images=12, batch=4, method="minmax")
     assert c.infer_seconds == 0.0
@@ -295,7 +315,6 @@ def test_awkward_calibration_folder(tiny_onnx, calib_images, tmp_path):
                    "--json")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    import json
 
     d = json.loads(proc.stdout)
     # zero-byte, truncated, text-as-jpg and 1x1 are skipped; gray, RGBA, CMYK, 16-bit, nested bmp are used
@@ -366,7 +385,6 @@ def test_int8_accuracy_close_to_fp32(tiny_onnx, calib_images, tmp_path, shapes_s
 def test_auto_exclude_keeps_the_most_harmful_groups_in_float(tiny_onnx, calib_images, tmp_path):
     """The sensitivity pass ranks groups by the output error left when each one alone stays
     float, keeps the K best in float, and the Q/DQ models follow that choice."""
-    import json
 
     import onnx
 
@@ -403,7 +421,6 @@ def test_build_keeps_sensitive_groups_float_by_default_only_when_pruning():
 
 
 def test_method_auto_picks_the_lowest_output_error(tiny_onnx, calib_images, tmp_path):
-    import json
 
     from fyexport.quantize import calibrate
 
@@ -424,7 +441,6 @@ def test_amax_search_scores_consumers_and_prefers_entropy(tiny_onnx, calib_image
     """--method search: every candidate's error is the relative squared error of the group's
     consumer convs (activated) with the input fake-quantized at that amax and int8 weights,
     checked here against torch for one group; entropy stays unless beaten by the tolerance."""
-    import json
 
     import onnx
     import torch
@@ -488,7 +504,7 @@ def test_amax_search_scores_consumers_and_prefers_entropy(tiny_onnx, calib_image
 
     stats = tmp_path / "calib.stats.json"
     col = load_collected(stats, json.loads(stats.read_text())["key"])
-    cands = candidate_amax(col.hists[gid])
+    cands = candidate_amax([col.hists[t] for t in plan.reps[gid]])
     assert set(cands) == set(groups[gid]["error"])
     for label, a in cands.items():
         num = den = 0.0

@@ -3,9 +3,10 @@
 Images are read recursively (jpg, png, bmp, webp, tiff), sampled deterministically with
 the seed, letterboxed with the project's one letterbox at the model's input size, and
 fed in batches to ONNX Runtime with the tensors of the Q/DQ plan exposed as outputs.
-Per scale-sharing group one |x| histogram (2048 bins, growing range) is updated; the
-pre-activation Conv outputs (needed only by the CPU flavour) get min/max.  Nothing else is
-kept, so memory is bounded by groups x bins plus one batch.  Every few batches the state
+Each tensor the plan histograms (``Plan.reps``: every tensor of a scale group except Concat
+outputs and copies) gets one |x| histogram (2048 bins, growing range); the pre-activation
+Conv outputs (needed only by the CPU flavour) get min/max.  Nothing else is kept, so
+memory is bounded by tensors x bins plus one batch.  Every few batches the state
 is saved, so an interrupted run resumes and ends byte-identical to an uninterrupted one.
 """
 from __future__ import annotations
@@ -53,7 +54,7 @@ def select_images(folder, num_images: int | None = 500, seed: int = 0) -> ImageS
 
 @dataclass
 class Collected:
-    hists: dict  # group id -> AbsHistogram
+    hists: dict  # histogrammed tensor -> AbsHistogram (Plan.reps says which group it belongs to)
     ranges: dict  # conv output -> [min, max]
     images_used: int
     images_skipped: int
@@ -126,15 +127,14 @@ def collect(proto, plan: Plan, images: ImageSet, batch: int = 8, state_path: Pat
     if hw[0] is None or hw[1] is None:
         raise InputError("the ONNX input needs fixed H and W for calibration")
     reps = sorted({t for ts in plan.reps.values() for t in ts})
-    rep_group = {t: g for g, ts in plan.reps.items() for t in ts}
     # Pre-activation ranges are derived from the post-activation statistics (see qdq.py);
     # only Conv outputs without a recognised activation are exposed for min/max.
-    extra = [t for t in plan.conv_outputs if t not in rep_group and plan.activations.get(t, ("none",))[0] == "none"]
+    extra = [t for t in plan.conv_outputs if t not in reps and plan.activations.get(t, ("none",))[0] == "none"]
     outs = reps + extra
     sess = ort.InferenceSession(calibration_model(proto, outs), session_options(), providers=["CPUExecutionProvider"])
     out_names = [o.name for o in sess.get_outputs()]
 
-    hists = {g: AbsHistogram() for g in plan.reps}
+    hists = {t: AbsHistogram() for t in reps}  # per tensor; calibrate() unifies each group to the max
     ranges = {t: [math.inf, -math.inf] for t in extra}
     start, used, skipped, reasons = 0, 0, 0, {}
     if state_path is not None and state_path.exists():
@@ -188,7 +188,7 @@ def collect(proto, plan: Plan, images: ImageSet, batch: int = 8, state_path: Pat
                 t_inf += time.perf_counter() - ta
                 if first_done:
                     wait_pending()
-                    pending = worker.submit(_update_stats, out_names, [[r] for r in res], rep_group, hists, ranges)
+                    pending = worker.submit(_update_stats, out_names, [[r] for r in res], hists, ranges)
                 else:
                     stash.append(res)
                 del res
@@ -196,8 +196,7 @@ def collect(proto, plan: Plan, images: ImageSet, batch: int = 8, state_path: Pat
                 bar.advance()
             if stash:
                 tb = time.perf_counter()
-                _update_stats(out_names, [[r[k] for r in stash] for k in range(len(out_names))], rep_group, hists,
-                              ranges)
+                _update_stats(out_names, [[r[k] for r in stash] for k in range(len(out_names))], hists, ranges)
                 t_stats += time.perf_counter() - tb
                 first_done = True
                 del stash
@@ -211,19 +210,18 @@ def collect(proto, plan: Plan, images: ImageSet, batch: int = 8, state_path: Pat
     return Collected(hists, ranges, used, skipped, reasons, time.perf_counter() - t0, t_inf, t_stats)
 
 
-def _update_stats(names, arrays, rep_group, hists, ranges) -> None:
+def _update_stats(names, arrays, hists, ranges) -> None:
     """Histogram / min-max the exposed tensors.  ``arrays[k]`` is the list of arrays of
     ``names[k]`` forming one batch.
 
     Counting is a scattered increment per value and the C helper releases the GIL, so
-    groups are counted on one thread per core.  Each group is updated by exactly
+    tensors are counted on one thread per core.  Each histogram is updated by exactly
     one task per batch and the batch is finished before the next starts, so the histograms
     do not depend on timing (byte-identical caches)."""
     by_group: dict = {}
     for name, xs in zip(names, arrays):
-        g = rep_group.get(name)
-        if g is not None:
-            by_group.setdefault(g, []).extend(xs)
+        if name in hists:
+            by_group[name] = list(xs)
         r = ranges.get(name)
         if r is not None:
             r[0] = min(r[0], min(float(x.min()) for x in xs))

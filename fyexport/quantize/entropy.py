@@ -121,3 +121,14 @@ def compute_amax(h, method: str = "entropy", percentile: float = 99.99) -> float
     else:
         a = entropy_amax(h.counts, h.width)
     return float(max(min(a, h.amax) if method != "entropy" else a, 1e-6))
+
+
+def group_amax(reps: dict, hists: dict, method: str = "entropy", percentile: float = 99.99) -> dict:
+    """{group: amax} for ``Plan.reps``: each histogrammed tensor by itself, the group takes the
+    largest (shared scales unify to the max, docs/int8-tensorrt.md 5)."""
+    return {g: max(compute_amax(hists[t], method, percentile) for t in ts) for g, ts in reps.items()}
+
+
+def group_min(reps: dict, hists: dict) -> dict:
+    """{group: smallest value seen in any of its histogrammed tensors} (0 if none was seen)."""
+    return {g: min((hists[t].min for t in ts if hists[t].counts is not None), default=0.0) for g, ts in reps.items()}

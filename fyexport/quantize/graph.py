@@ -23,6 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 MOVERS = ("MaxPool", "Resize", "Slice", "Upsample")  # output values are a subset of the input's
+DERIVED = ("Concat", "Resize", "Slice", "Upsample")  # outputs that only copy values of their inputs
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Plan:
     act_tensors: list  # tensors that get an activation Q/DQ (Conv inputs, Add inputs)
     groups: dict  # group id (its first tensor name) -> sorted tensor names sharing a scale
     tensor_group: dict  # tensor -> group id
-    reps: dict  # group id -> tensors to histogram
+    reps: dict  # group id -> tensors to histogram (each gets its own amax; the group takes the max)
     conv_outputs: list = field(default_factory=list)  # pre-activation Conv outputs (CPU flavour)
     activations: dict = field(default_factory=dict)  # conv output -> ("silu", sig, mul) | ("leaky", node)
     region: set = field(default_factory=set)  # node names outside the decode
@@ -124,19 +125,16 @@ def analyse(proto, exclude: str | None = None) -> Plan:
     act = list(dict.fromkeys(act))
 
     uf = _UF()
-    covered = set()
     for n in nodes:
         if n.name not in region:
             continue
         if n.op_type == "Concat":
             for i in n.input:
                 uf.union(i, n.output[0])
-                covered.add(i)
         elif n.op_type in MOVERS:
             if n.op_type == "Resize" and _resize_mode(n) != "nearest":
                 continue
             uf.union(n.input[0], n.output[0])
-            covered.add(n.output[0])
     quantized_roots = {uf.find(t) for t in act}
     members = defaultdict(set)
     for t in list(uf.p):
@@ -151,7 +149,13 @@ def analyse(proto, exclude: str | None = None) -> Plan:
         groups[gid] = sorted(ts)
         for t in ts:
             tensor_group[t] = gid
-        r = sorted(t for t in ts if t not in covered)
+        # Every tensor is calibrated by itself and the group takes the largest amax
+        # (docs/int8-tensorrt.md 5: TensorRT calibrates each tensor; shared scales unify to the
+        # max).  One KL search over a Concat's merged histogram instead lets the bulk of small
+        # inputs clip the one input with the large values (pruned yolov7: model.48's output
+        # clipped from 135 to 57).  Concat outputs and copies (Resize, Slice) add no values
+        # of their own and are not histogrammed; MaxPool outputs are.
+        r = sorted(t for t in ts if t not in consts and not (t in producer and producer[t].op_type in DERIVED))
         reps[gid] = r or sorted(ts)[:1]
 
     conv_outputs, activations = [], {}

@@ -3,8 +3,8 @@
 Histogram criteria judge a tensor by itself: TensorRT's KL search keeps the bulk and clips
 long tails, MinMax keeps every outlier, MSE and percentile sit in between, and which one
 is right differs from tensor to tensor (on a well-recovered pruned yolov7 the KL search
-clipped some groups to 16% of their max and cost 2.9 points of mAP; on the unpruned model
-MinMax cost 2.8).  This search takes every histogram method's amax as a candidate for each
+clips some tensors to a third of their range and, with nothing kept in float, costs 2.0
+points of mAP; on the unpruned model MinMax cost 2.8).  This search takes every histogram method's amax as a candidate for each
 group and keeps, per group, the candidate whose quantization moves the group's consumer
 convs' activated outputs least (relative squared error against FP32), the way
 layer-wise PTQ methods score scales on a layer's output rather than its input.  TensorRT's
@@ -27,23 +27,25 @@ from .graph import Plan, graph_index
 CANDIDATES = (("entropy", None), ("mse", None), ("percentile", 99.9), ("percentile", 99.99),
               ("percentile", 99.999), ("minmax", None))
 # Entropy stays unless another candidate at least halves the group's error.  Measured with
-# mAP@.5:.95 (ONNX Runtime, 500 shapes val images, points vs FP32, S8S8 / U8S8): on a
-# well-recovered pruned yolov7 entropy (+ auto-exclude 4) cost -3.09 / -2.91, tolerance 1
-# (plain argmin) -0.64 / -0.76, tolerance 2 -0.64 / -0.69 (+ auto-exclude 4: -0.20 / -0.18);
-# on the unpruned model entropy -0.88 / -0.75, tolerance 1 -1.05 / -0.93, tolerance 2
-# -0.91 / -0.98.  The local error over-rates MSE-like thresholds on the unpruned model, so
-# the search only overrides entropy where its clipping is clearly harmful.
+# mAP@.5:.95 (ONNX Runtime, 500 shapes val images, points vs FP32, S8S8 / U8S8; per-tensor
+# amax, benchmarks/results/int8-methods-cpu-xeon.json): well-recovered pruned yolov7 with
+# auto-exclude 4: entropy -0.15 / -0.39, search -0.08 / -0.26; unpruned yolov7 with
+# auto-exclude 4: entropy -0.83 / -0.74, search -0.69 / -0.39 (calibration seed 1:
+# -0.83 / -0.74 and -0.81 / -0.69).  (Before groups took the max of per-tensor amax, the
+# tolerance-1 argmin was worse than entropy on the unpruned model: the local error
+# over-rates MSE-like thresholds there, so the search only overrides clearly harmful clips.)
 TOLERANCE = 2.0
 
 
-def candidate_amax(h) -> dict:
-    """{label: amax} of every candidate method for one histogram, near-duplicates dropped
-    (labels keep the CANDIDATES order, so ties go to the earlier method)."""
+def candidate_amax(hs) -> dict:
+    """{label: amax} of every candidate method for one scale group's histograms (each method's
+    largest amax over them, as the group's shared scale), near-duplicates dropped (labels keep
+    the CANDIDATES order, so ties go to the earlier method)."""
     from .entropy import compute_amax
 
     out: dict = {}
     for method, pct in CANDIDATES:
-        a = compute_amax(h, method, pct if pct is not None else 99.99)
+        a = max(compute_amax(h, method, pct if pct is not None else 99.99) for h in hs)
         label = method if pct is None else f"percentile {pct:g}"
         if all(abs(a - b) > 1e-3 * max(a, b) for b in out.values()):
             out[label] = a
@@ -63,7 +65,7 @@ def search_amax(proto, plan: Plan, hists: dict, images: np.ndarray, tolerance: f
 
     from ..runners.ort import session_options
     from .collect import _model_input
-    from .entropy import compute_amax
+    from .entropy import group_amax
     from .qdq import _leaky_alpha, _node_by_name, quantized_twin
 
     _, consumers, _ = graph_index(proto)
@@ -98,9 +100,10 @@ def search_amax(proto, plan: Plan, hists: dict, images: np.ndarray, tolerance: f
     k = 0
     for gid, tensors in plan.groups.items():
         readers = sorted({c.name for t in tensors for c in consumers.get(t, []) if c.name in convs})
-        if gid == "images" or not readers or hists[gid].counts is None:
+        hs = [hists[t] for t in plan.reps[gid]]
+        if gid == "images" or not readers or all(h.counts is None for h in hs):
             continue
-        cands[gid] = candidate_amax(hists[gid])
+        cands[gid] = candidate_amax(hs)
         if len(cands[gid]) < 2:
             continue
         scored[gid] = {label: [] for label in cands[gid]}
@@ -120,7 +123,7 @@ def search_amax(proto, plan: Plan, hists: dict, images: np.ndarray, tolerance: f
                 new_inits.extend(ti)
                 nodes.append(helper.make_node("Sub", [act(y, kind, tag), ref_act], [f"{tag}_d"], name=f"{tag}_d"))
                 scored[gid][label].append((mean_square(f"{tag}_d", tag), ref_energy))
-    amax = {gid: cands[gid]["entropy"] if gid in cands else compute_amax(h, "entropy") for gid, h in hists.items()}
+    amax = group_amax(plan.reps, hists, "entropy")
     if not scored:
         return amax, {}
     g.node.extend(nodes)
