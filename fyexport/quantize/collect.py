@@ -218,16 +218,16 @@ def _update_stats(names, arrays, hists, ranges) -> None:
     tensors are counted on one thread per core.  Each histogram is updated by exactly
     one task per batch and the batch is finished before the next starts, so the histograms
     do not depend on timing (byte-identical caches)."""
-    by_group: dict = {}
+    by_tensor: dict = {}
     for name, xs in zip(names, arrays):
         if name in hists:
-            by_group[name] = list(xs)
+            by_tensor[name] = list(xs)
         r = ranges.get(name)
         if r is not None:
             r[0] = min(r[0], min(float(x.min()) for x in xs))
             r[1] = max(r[1], max(float(x.max()) for x in xs))
     # largest first, so the last task to start is a small one
-    work = sorted(by_group.items(), key=lambda kv: -sum(x.size for x in kv[1]))
+    work = sorted(by_tensor.items(), key=lambda kv: -sum(x.size for x in kv[1]))
     pool = _stats_pool()
     if pool is None:
         for g, xs in work:

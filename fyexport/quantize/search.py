@@ -4,10 +4,11 @@ Histogram criteria judge a tensor by itself: TensorRT's KL search keeps the bulk
 long tails, MinMax keeps every outlier, MSE and percentile sit in between, and which one
 is right differs from tensor to tensor (on a well-recovered pruned yolov7 the KL search
 clips some tensors to a third of their range and, with nothing kept in float, costs 2.0
-points of mAP; on the unpruned model MinMax cost 2.8).  This search takes every histogram method's amax as a candidate for each
-group and keeps, per group, the candidate whose quantization moves the group's consumer
-convs' activated outputs least (relative squared error against FP32), the way
-layer-wise PTQ methods score scales on a layer's output rather than its input.  TensorRT's
+points of mAP; on the unpruned model MinMax cost 2.8).  This search takes every histogram
+method's amax as a candidate for each group and keeps, per group, the candidate whose
+quantization moves the group's consumer convs' activated outputs least (relative squared
+error against FP32), the way layer-wise PTQ methods score scales on a layer's output
+rather than its input.  TensorRT's
 entropy amax is kept unless another candidate clearly beats it (``tolerance``).
 
 Each consumer conv is duplicated once per candidate beside the FP32 conv, fed the same FP32
@@ -123,7 +124,9 @@ def search_amax(proto, plan: Plan, hists: dict, images: np.ndarray, tolerance: f
                 new_inits.extend(ti)
                 nodes.append(helper.make_node("Sub", [act(y, kind, tag), ref_act], [f"{tag}_d"], name=f"{tag}_d"))
                 scored[gid][label].append((mean_square(f"{tag}_d", tag), ref_energy))
-    amax = group_amax(plan.reps, hists, "entropy")
+    # entropy unless overridden below; the candidates already hold it (no second KL search)
+    rest = {gid: ts for gid, ts in plan.reps.items() if gid not in cands}
+    amax = {**group_amax(rest, hists, "entropy"), **{gid: c["entropy"] for gid, c in cands.items()}}
     if not scored:
         return amax, {}
     g.node.extend(nodes)
