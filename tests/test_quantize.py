@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 
-from conftest import TINY, needs_shared, run_cli
+from conftest import REPO, TINY, needs_shared, run_cli
 
 
 # -- the KL search against an independent, straightforward implementation ---------------
@@ -142,18 +143,47 @@ def test_histogram_merge_equals_one_shot():
     assert over == 0 and np.array_equal(h.counts, one) and h.total == 100_000
 
 
+def _fast_vs_numpy_cases():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(1_000_003) * 3).astype(np.float32)
+    x[::1000] = 0.0
+    x[5000:9000] = 1.5  # a run of one bin (sub-histograms must not lose increments)
+    x[::777] *= -1.0
+    cases = [(x, nbins) for nbins in (2048, 3000)]
+    for n in (1, 15, 16, 17, 1023, 1024, 1025, 4096 + 1024 + 3):  # block and vector tails
+        cases.append((x[:n].copy(), 2048))
+    bad = x[:5000].copy()
+    bad[[7, 100, 4999]] = [np.nan, np.inf, -np.inf]  # non-finite values count as overflow
+    cases.append((bad, 2048))
+    cases.append((x, 100))  # most values beyond the bins: overflow
+    cases.append((x[:200_000].copy(), 2048))  # counted right after both (scratch left clean)
+    return cases
+
+
 def test_fast_counter_equals_numpy():
+    """The C counter (AVX-512, SSE2 or plain C block pass) gives numpy's bins, overflow, min and max."""
+    import subprocess
+    import sys
+
     from fyexport.quantize.histogram import _FAST, count_abs
 
     if _FAST is None:
         pytest.skip("the optional C accelerator was not built (no compiler at install time)")
-    rng = np.random.default_rng(3)
-    x = (rng.standard_normal(1_000_003) * 3).astype(np.float32)
-    x[::1000] = 0.0
-    for nbins in (2048, 3000):
+    for x, nbins in _fast_vs_numpy_cases():
         a = count_abs(x, 0.004, nbins)
         b = count_abs(x, 0.004, nbins, use_fast=False)
-        assert np.array_equal(a[0], b[0]) and a[1:] == b[1:]
+        assert np.array_equal(a[0], b[0]) and a[1] == b[1], x.size
+        if np.isfinite(x).all():
+            assert a[2:] == b[2:]
+    # the SSE2 pass, chosen once per process, in a process without AVX-512
+    code = ("import numpy as np; from test_quantize import _fast_vs_numpy_cases as c; "
+            "from fyexport.quantize.histogram import count_abs as f\n"
+            "for x, n in c():\n a, b = f(x, 0.004, n), f(x, 0.004, n, use_fast=False)\n"
+            " assert np.array_equal(a[0], b[0]) and a[1] == b[1]")
+    env = {**os.environ, "FYEXPORT_NO_AVX512": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def test_nonfinite_activation_is_an_error():

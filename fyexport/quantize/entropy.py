@@ -40,8 +40,8 @@ def kl_divergences(hist: np.ndarray, num_quant_bins: int = NUM_QUANT_BINS, start
 
     # Group boundaries b[i, k] = first bin index of group k for candidate i, as
     # np.digitize(range(i), np.linspace(0, i, 129)) - 1 assigns bins to groups.
-    space = np.stack([np.linspace(0, i, num_quant_bins + 1) for i in cands])  # (C, 129)
-    bounds = np.ceil(space).astype(np.int64)
+    space = np.arange(num_quant_bins + 1, dtype=np.float64)[None, :] * (cands / num_quant_bins)[:, None]
+    bounds = np.ceil(space).astype(np.int64)  # (C, 129); k * (i / 128): linspace's own arithmetic
     bounds[:, -1] = cands
     g_tot = csum[bounds[:, 1:]] - csum[bounds[:, :-1]]  # (C, 128)
     g_nz = nz[bounds[:, 1:]] - nz[bounds[:, :-1]]
