@@ -99,7 +99,7 @@ def main() -> None:
                           "recovered_meta": fyexport.load(rec).meta.get("recover"),
                           "calibration": {"images": cal.images_used, "seconds": round(cal.seconds, 1),
                                           "inference_s": round(cal.infer_seconds, 1),
-                                          "histogram_wait_s": round(cal.stats_seconds, 1),
+                                          "histogram_s": round(cal.stats_seconds, 1),
                                           "kl_s": round(cal.amax_seconds, 2), "peak_rss_mb": cal.peak_rss_mb}}
     out = HERE / "results" / args.machine
     write_json(report, out.with_suffix(".json"))
