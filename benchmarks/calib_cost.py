@@ -120,14 +120,8 @@ def main() -> None:
               f"of pure inference ({p['seconds']:.1f} s pure, {e['seconds']:.1f} s exposed, {s['seconds']:.1f} s "
               "statistics)", file=sys.stderr)
 
-    def med(*keys):
-        vals = []
-        for rd in rounds:
-            v = rd
-            for k in keys:
-                v = v[k]
-            vals.append(v)
-        return statistics.median(vals)
+    def med(phase, key=None):
+        return statistics.median(rd[phase] if key is None else rd[phase][key] for rd in rounds)
 
     res = {"machine": {"cpu": _cpu_name(), "cores": physical_cores()}, "rounds": len(rounds),
            "median": {"pure_inference_s": med("pure_inference", "seconds"),
@@ -144,6 +138,7 @@ def main() -> None:
     if a.out:
         with open(a.out, "w") as f:
             json.dump(res, f, indent=2)
+
 
 if __name__ == "__main__":
     main()

@@ -49,6 +49,17 @@ static void block_c(const float *x, int m, float iw, float lim, int32_t *idx, fl
 }
 
 #ifdef FH_X86
+/* Fold the lanes of a vector pass's running min and max into *pmn and *pmx. */
+static void fold_lanes(const float *lo, const float *hi, int lanes, float *pmn, float *pmx) {
+    float mn = *pmn, mx = *pmx;
+    for (int k = 0; k < lanes; k++) {
+        mn = lo[k] < mn ? lo[k] : mn;
+        mx = hi[k] > mx ? hi[k] : mx;
+    }
+    *pmn = mn;
+    *pmx = mx;
+}
+
 /* min(NaN, lim) and min(Inf, lim) give lim: non-finite values land in the overflow slot. */
 __attribute__((target("sse2")))
 static void block_sse2(const float *x, int m, float iw, float lim, int32_t *idx, float *pmn, float *pmx) {
@@ -66,13 +77,7 @@ static void block_sse2(const float *x, int m, float iw, float lim, int32_t *idx,
     float a[4], b[4];
     _mm_storeu_ps(a, vmn);
     _mm_storeu_ps(b, vmx);
-    float mn = *pmn, mx = *pmx;
-    for (int k = 0; k < 4; k++) {
-        mn = a[k] < mn ? a[k] : mn;
-        mx = b[k] > mx ? b[k] : mx;
-    }
-    *pmn = mn;
-    *pmx = mx;
+    fold_lanes(a, b, 4, pmn, pmx);
     block_c(x + j, m - j, iw, lim, idx + j, pmn, pmx);
 }
 
@@ -91,13 +96,7 @@ static void block_avx512(const float *x, int m, float iw, float lim, int32_t *id
     float a[16], b[16];
     _mm512_storeu_ps(a, vmn);
     _mm512_storeu_ps(b, vmx);
-    float mn = *pmn, mx = *pmx;
-    for (int k = 0; k < 16; k++) {
-        mn = a[k] < mn ? a[k] : mn;
-        mx = b[k] > mx ? b[k] : mx;
-    }
-    *pmn = mn;
-    *pmx = mx;
+    fold_lanes(a, b, 16, pmn, pmx);
     block_c(x + j, m - j, iw, lim, idx + j, pmn, pmx);
 }
 #endif

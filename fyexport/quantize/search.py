@@ -8,8 +8,8 @@ points of mAP; on the unpruned model MinMax cost 2.8).  This search takes every 
 method's amax as a candidate for each group and keeps, per group, the candidate whose
 quantization moves the group's consumer convs' activated outputs least (relative squared
 error against FP32), the way layer-wise PTQ methods score scales on a layer's output
-rather than its input.  TensorRT's
-entropy amax is kept unless another candidate clearly beats it (``tolerance``).
+rather than its input.  TensorRT's entropy amax is kept unless another candidate clearly
+beats it (``tolerance``).
 
 Each consumer conv is duplicated once per candidate beside the FP32 conv, fed the same FP32
 input through Q/DQ at that candidate's scale with int8 weights (as bias correction does),
