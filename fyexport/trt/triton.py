@@ -4,6 +4,11 @@ Layout: ``<repo>/<name>/config.pbtxt`` and ``<repo>/<name>/1/model.plan`` (the p
 unchanged).  The config declares platform ``tensorrt_plan``, the I/O names, dims and data
 types read from the engine's metadata, and dynamic batching when the engine has a batch
 range (``max_batch_size`` > 0 means Triton owns the batch axis, so dims exclude it).
+
+``max_batch_size`` must fit the engine's optimization profile: Triton's TensorRT backend
+refuses to load a model whose ``max_batch_size`` exceeds the profile's maximum batch, and
+fails every request smaller than the profile's minimum, while its dynamic batcher sends
+batches of any size from 1.  Both are refused here, with the rebuild to do.
 """
 from __future__ import annotations
 
@@ -12,9 +17,6 @@ import shutil
 from pathlib import Path
 
 from ..errors import InputError
-
-TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
-         "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL"}
 
 
 def output_specs(meta: dict) -> list:
@@ -37,9 +39,12 @@ def config_pbtxt(name: str, meta: dict, max_batch: int | None = None, instances:
     profile = inp.get("profile")
     dynamic = shape[0] == -1
     if dynamic:
-        mb = int(max_batch or (profile or {}).get("max", [1])[0])
+        mb = _max_batch(name, profile, max_batch)
         in_dims = shape[1:]
     else:
+        if max_batch is not None:
+            raise InputError(f"{name}: the engine has a static batch of {shape[0]}, so Triton cannot batch it; "
+                             "--max-batch needs an engine built from a --dynamic-batch ONNX")
         mb = 0
         in_dims = shape
     outs = output_specs(meta)
@@ -64,9 +69,26 @@ def config_pbtxt(name: str, meta: dict, max_batch: int | None = None, instances:
     return "\n".join(lines) + "\n"
 
 
+def _max_batch(name: str, profile: dict | None, max_batch: int | None) -> int:
+    """``max_batch_size`` for a dynamic-batch engine: ``max_batch`` or the profile's maximum,
+    refused where Triton would refuse the model or its small requests."""
+    lo = int((profile or {}).get("min", [1])[0])
+    hi = int((profile or {}).get("max", [max_batch or 1])[0])
+    if max_batch is not None and max_batch < 1:
+        raise InputError(f"--max-batch must be >= 1, got {max_batch}")
+    if max_batch is not None and max_batch > hi:
+        raise InputError(f"{name}: --max-batch {max_batch} exceeds the engine's profile maximum of {hi}; Triton "
+                         "would refuse to load the model", f"Use --max-batch {hi} or rebuild with --max-batch "
+                         f"{max_batch}")
+    if lo > 1:
+        raise InputError(f"{name}: the engine's profile starts at batch {lo}, and Triton would fail every request "
+                         f"of fewer images", "Rebuild the engine with --min-batch 1")
+    return int(max_batch or hi)
+
+
 def write_repository(engine_path, repo, name: str | None = None, max_batch: int | None = None) -> Path:
     from ..artifacts import atomic_path, write_text
-    from .runtime import read_sidecar
+    from .sidecar import read_sidecar
 
     engine_path = Path(engine_path)
     meta = read_sidecar(engine_path)
@@ -74,10 +96,11 @@ def write_repository(engine_path, repo, name: str | None = None, max_batch: int 
         raise InputError(f"{engine_path}: no {engine_path.name}.json beside it; build the engine with "
                          "'fyexport engine' so its I/O is known")
     name = name or re.sub(r"[^A-Za-z0-9_]", "_", engine_path.stem)
+    config = config_pbtxt(name, meta, max_batch)  # refused before anything is written
     model_dir = Path(repo) / name
     version_dir = model_dir / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(version_dir / "model.plan") as tmp:
         shutil.copyfile(engine_path, tmp)
-    write_text(model_dir / "config.pbtxt", config_pbtxt(name, meta, max_batch))
+    write_text(model_dir / "config.pbtxt", config)
     return model_dir

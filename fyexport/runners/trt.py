@@ -1,57 +1,25 @@
-"""Running a TensorRT engine: the Runner for ``.engine`` files.
+"""The TensorRT runner: runs ``.engine`` files.
 
 I/O goes by tensor name (``num_io_tensors``, ``get_tensor_name``, ``set_input_shape``,
 ``set_tensor_address``, ``execute_async_v3``): calls common to TensorRT 10 and 11.  Device
 memory and the one CUDA stream come from torch (a dependency anyway; no pycuda).  Before
-deserializing, the sidecar ``<engine>.json`` is checked against this machine's TensorRT and
-GPU, because plans do not move between versions or GPU architectures.
+deserializing, TensorRT's plugins are registered (engines with ``EfficientNMS_TRT`` need
+them) and the sidecar ``<engine>.json`` is checked against this machine's TensorRT and GPU,
+because plans do not move between versions or GPU architectures.  TensorRT reports a
+refused shape or address by returning False, not by raising: every such call is checked,
+and a batch outside the engine's optimization profile is refused before it is tried.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from ..errors import FyexportError, InputError
 from ..log import G_LOGGER
-from ..runners.base import Runner, RunnerInfo
-from . import import_trt, make_logger
-
-
-def read_sidecar(engine_path) -> dict:
-    p = Path(str(engine_path) + ".json")
-    if not p.exists():
-        return {}
-    try:
-        return json.loads(p.read_text())
-    except ValueError:
-        raise InputError(f"{p}: damaged engine metadata (not JSON)")
-
-
-def check_compatible(meta: dict, trt, engine_path, gpu: dict | None = None) -> None:
-    """Refuse an engine built for another TensorRT version or GPU, with the rebuild command."""
-    from .builder import gpu_facts
-
-    if not meta:
-        G_LOGGER.warning(f"{engine_path}: no {Path(str(engine_path)).name}.json beside it; cannot check that it "
-                         "was built for this TensorRT and GPU")
-        return
-    here = gpu if gpu is not None else gpu_facts()
-    problems = []
-    if meta.get("tensorrt") and str(meta["tensorrt"]) != str(trt.__version__):
-        problems.append(f"TensorRT {meta['tensorrt']} (here {trt.__version__})")
-    if meta.get("compute_capability") and here.get("compute_capability") and \
-            meta["compute_capability"] != here["compute_capability"]:
-        problems.append(f"GPU {meta.get('gpu')} sm_{meta['compute_capability']} (here {here.get('gpu')} "
-                        f"sm_{here.get('compute_capability')})")
-    elif meta.get("gpu") and here.get("gpu") and meta["gpu"] != here["gpu"]:
-        problems.append(f"GPU {meta['gpu']} (here {here['gpu']})")
-    if problems:
-        cmd = meta.get("build_command") or f"fyexport engine MODEL.onnx -o {engine_path}"
-        raise InputError(f"{engine_path}: built for {' and '.join(problems)}; engines do not move between "
-                         f"TensorRT versions or GPUs", f"Rebuild on this machine with: {cmd}")
+from ..trt import import_trt, init_plugins, make_logger
+from ..trt.sidecar import check_compatible, read_sidecar
+from .base import Runner, RunnerInfo
 
 
 def _torch_dtype(np_dtype):
@@ -81,7 +49,7 @@ class TrtRunner(Runner):
     def _load(self) -> None:
         import torch
 
-        trt = import_trt(onnx_hint=(self.meta.get("onnx") or {}).get("path", "model.onnx"))
+        trt = import_trt(onnx_hint=(self.meta.get("onnx") or {}).get("file", "model.onnx"))
         fake = bool(getattr(trt, "__fyexport_fake__", False))
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError(f"{self.path}: TensorRT engines need an NVIDIA GPU, and none is visible here")
@@ -90,11 +58,12 @@ class TrtRunner(Runner):
         check_compatible(self.meta, trt, self.path, gpu=self.meta if fake else None)
         self.trt = trt
         self.logger = make_logger(trt)
+        init_plugins(trt)  # an engine with EfficientNMS_TRT deserializes only with the plugin registered
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
-            raise FyexportError(f"{self.path}: TensorRT could not deserialize the engine",
-                                "It was probably built by another TensorRT version; rebuild it here")
+            raise FyexportError(f"{self.path}: TensorRT could not deserialize the engine (its log above says why)",
+                                self._deserialize_hint())
         self.context = self.engine.create_execution_context()
         self.inputs, self.outputs = [], []
         for i in range(self.engine.num_io_tensors):
@@ -109,8 +78,34 @@ class TrtRunner(Runner):
         if self.info.input_hw == (0, 0):
             self.info.input_hw = shape[2:]
         self.info.batch = None if shape[0] == -1 else int(shape[0])
+        self.batch_range = self._profile_batches(in_name, shape)
         self.stream = torch.cuda.Stream() if self.device.startswith("cuda") else None
         self._staged: dict = {}
+
+    def _deserialize_hint(self) -> str:
+        cmd = self.meta.get("build_command") or f"fyexport engine MODEL.onnx -o {self.path.name}"
+        if (self.meta.get("nms") or {}).get("kind") == "trt-plugin":
+            return ("The engine uses the EfficientNMS_TRT plugin: this TensorRT's plugin library (libnvinfer_plugin) "
+                    f"must provide it; or rebuild it here with: {cmd}")
+        return f"An engine from another TensorRT build or GPU, or one needing a plugin missing here; rebuild: {cmd}"
+
+    def _profile_batches(self, name: str, shape: tuple) -> tuple:
+        """(smallest, largest) batch the engine accepts: its static batch, or profile 0's range."""
+        if shape[0] != -1:
+            return int(shape[0]), int(shape[0])
+        lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
+        return int(lo[0]), int(hi[0])
+
+    def accepted_batches(self, requested) -> list:
+        """The batch sizes of ``requested`` this engine accepts (the ones bench times); if none,
+        its largest, with a warning, as for a static-batch artifact."""
+        lo, hi = self.batch_range
+        ok = [int(b) for b in requested if lo <= int(b) <= hi]
+        skipped = [int(b) for b in requested if int(b) not in ok]
+        if skipped:
+            G_LOGGER.warning(f"{self.path.name}: the engine accepts batch {lo}..{hi}; not timing batch "
+                             f"{', '.join(map(str, skipped))}" + ("" if ok else f"; timing batch {hi}"))
+        return ok or [hi]
 
     def _handle(self) -> int:
         return int(self.stream.cuda_stream) if self.stream is not None else 0
@@ -120,15 +115,27 @@ class TrtRunner(Runner):
         import torch
 
         in_name = self.inputs[0][0]
-        self.context.set_input_shape(in_name, tuple(x_dev.shape))
-        self.context.set_tensor_address(in_name, int(x_dev.data_ptr()))
+        lo, hi = self.batch_range
+        b = int(x_dev.shape[0])
+        if not lo <= b <= hi:
+            raise InputError(f"{self.path}: batch {b} is outside the engine's profile (batch {lo} to {hi})",
+                             "Run batches in that range, or rebuild the engine with --min-batch/--max-batch")
+        if not self.context.set_input_shape(in_name, tuple(x_dev.shape)):
+            raise FyexportError(f"{self.path}: TensorRT refused input shape {tuple(x_dev.shape)} for '{in_name}'")
+        self._set_address(in_name, x_dev)
         outs = {}
         for name, dtype in self.outputs:
             shape = tuple(self.context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise FyexportError(f"{self.path}: TensorRT left output '{name}' without a shape ({list(shape)})")
             t = torch.empty(shape, dtype=_torch_dtype(dtype), device=self.device)
-            self.context.set_tensor_address(name, int(t.data_ptr()))
+            self._set_address(name, t)
             outs[name] = t
         return outs
+
+    def _set_address(self, name: str, t) -> None:
+        if not self.context.set_tensor_address(name, int(t.data_ptr())):
+            raise FyexportError(f"{self.path}: TensorRT refused the address of tensor '{name}'")
 
     def _execute(self) -> None:
         if not self.context.execute_async_v3(self._handle()):
@@ -160,7 +167,8 @@ class TrtRunner(Runner):
 
         def timed() -> float:
             start.record(self.stream)
-            self.context.execute_async_v3(self._handle())
+            if not self.context.execute_async_v3(self._handle()):
+                raise FyexportError(f"{self.path}: TensorRT execution failed")
             end.record(self.stream)
             end.synchronize()
             return start.elapsed_time(end)
