@@ -1,12 +1,13 @@
-"""Atomic writes, hashing and the build manifest.
+"""Atomic writes, hashing and JSON.
 
 Every artifact fyexport writes goes to ``<name>.<random>.tmp`` in the same folder and
 is renamed over the final name only once it is complete, so an interrupted run never
-leaves a half-written file under a real name.
+leaves a half-written file under a real name; errors name the final name.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import FyexportError
+from .errors import FyexportError, InputError
 
 
 def sha256_file(path, chunk: int = 1 << 20) -> str:
@@ -39,12 +40,14 @@ def sha256_json(obj) -> str:
 @contextlib.contextmanager
 def atomic_path(path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success,
-    delete it on any failure (including KeyboardInterrupt)."""
+    delete it on any failure (including KeyboardInterrupt).  Failures to write name
+    ``path`` (never the hidden temporary): a folder in the way, a missing permission and a
+    full disk each give one line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, so the output cannot be written there",
+                         "Give a file name (or remove that folder)")
+    tmp = _temporary_beside(path)
     try:
         yield tmp
         if not tmp.exists():
@@ -53,12 +56,44 @@ def atomic_path(path) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        if e.errno == 28:  # ENOSPC
-            raise FyexportError(f"{path}: disk full while writing", "Free some space and rerun; nothing was left half-written")
-        raise
+        if e.filename is not None and str(e.filename) not in (str(tmp), str(path)):
+            raise  # about another file (one the writer read), not this output
+        raise write_error(path, e) from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _temporary_beside(path: Path) -> Path:
+    for a in path.parents:  # the nearest existing folder above: it must be a folder
+        if a.exists():
+            if not a.is_dir():
+                raise InputError(f"{path}: cannot write here ({a} is a file, not a folder)",
+                                 "Give another output path")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e) from e
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_error(path, e: OSError) -> FyexportError:
+    """The one-line error for failing to write ``path`` (disk full: 1; the user's choice of
+    place, a folder in the way or no permission: 2)."""
+    why = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return FyexportError(f"{path}: disk full while writing", "Free some space and rerun; nothing was left "
+                             "half-written")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT):
+        return InputError(f"{path}: cannot write here ({why})", "Check the folder's permissions, or give another "
+                          "output path")
+    if e.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return InputError(f"{path}: cannot write here ({why}: a file or folder is in the way)",
+                          "Give another output path")
+    return FyexportError(f"{path}: cannot write ({why})")
 
 
 def _umask() -> int:
@@ -73,15 +108,41 @@ def write_bytes(path, data: bytes) -> Path:
     return Path(path)
 
 
+def write_torch(path, obj) -> Path:
+    """``torch.save(obj)`` to ``path``, atomically and byte-reproducibly: serialised in memory
+    first (``torch.save`` to a file names the archive's records after the file, here a random
+    temporary name, and a failed write surfaces as a RuntimeError of its zip writer), then
+    written like any artifact, so a full disk gives the usual one line."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return write_bytes(path, buf.getvalue())
+
+
+def recorded_path(src, out) -> str:
+    """How an artifact written to ``out`` records the file ``src`` it came from: relative to
+    ``out``'s folder when inside it (identical builds in two folders give identical bytes),
+    else as the user gave it."""
+    src_s = str(src)
+    try:
+        rel = Path(os.path.abspath(src_s)).relative_to(Path(os.path.abspath(out)).parent)
+    except ValueError:
+        return src_s
+    return rel.as_posix()
+
+
 def write_text(path, text: str) -> Path:
     return write_bytes(path, text.encode())
 
 
 def write_json(path, obj) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
-def _json_default(o):
+def json_default(o):
     try:
         import numpy as np
 
@@ -96,11 +157,41 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def dumps(obj) -> str:
+    """JSON text of a report (numpy scalars and arrays, and paths, allowed)."""
+    return json.dumps(obj, indent=2, default=json_default)
+
+
 def read_json(path) -> dict:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise FyexportError(f"{path}: cannot read JSON ({e})")
+
+
+LOCK_FILE = ".fyexport.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (a lock file in it) for the duration; a second
+    holder fails at once with one line naming the first (its pid and ``what``)."""
+    import fcntl
+
+    path = Path(folder) / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            held = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            raise FyexportError(f"{folder}: another build is running in this folder ({held})",
+                                "Wait for it to finish, or give another -o")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {what}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def cleanup_temporaries(folder) -> int:

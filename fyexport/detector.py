@@ -1,13 +1,16 @@
-"""``fyexport.runtime.Detector``: one interface for engines, ONNX models and checkpoints.
+"""``fyexport.Detector``: one interface for engines, ONNX models and checkpoints.
 
-    from fyexport.runtime import Detector
+    from fyexport import Detector
     det = Detector("model.engine")          # or "model.qdq.cpu.onnx", or "best.pt"
     boxes = det("street.jpg")               # (n, 6): x1, y1, x2, y2, score, class in image pixels
     batch = det([img1, img2])                # a list of such arrays
 
-Images are paths or BGR ``uint8`` arrays (HxWx3, as OpenCV reads them).  Letterbox and NMS
-are the project's own single implementations; when the graph already contains NMS
-(``fyexport export --nms``) its outputs are used instead.
+Images are paths, PIL images (RGB, as PIL opens them) or ``uint8`` arrays: HxWx3 BGR as
+OpenCV reads them, HxWx4 BGRA or HxW grayscale; a list of them gives a list of results
+([] for []).  Files and PIL images are turned upright by their EXIF orientation, so boxes
+are in the frame every viewer shows.  Letterbox and NMS are the project's own single
+implementations; when the graph already contains NMS (``fyexport export --nms``) its
+outputs are used instead (its export thresholds then bound what ``conf`` can keep).
 """
 from __future__ import annotations
 
@@ -39,8 +42,9 @@ class Detector:
         self.conf, self.iou, self.max_det, self.classes = conf, iou, max_det, classes
         self.names = list(self.runner.info.names)
         self.input_hw = tuple(self.runner.info.input_hw)
-        self.has_nms = bool(getattr(self.runner, "has_nms", False)) or "num_dets" in \
-            [n for n, _ in getattr(self.runner, "outputs", [])]
+        from .nms_onnx import has_graph_nms
+
+        self.has_nms = has_graph_nms(self.runner)
 
     def close(self) -> None:
         self.runner.close()
@@ -51,55 +55,68 @@ class Detector:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @staticmethod
-    def _as_images(source) -> tuple[list, bool]:
-        from .preprocess import BadImage, read_image
-
-        single = isinstance(source, (str, Path)) or (isinstance(source, np.ndarray) and source.ndim == 3)
-        items = [source] if single else list(source)
-        out = []
-        for it in items:
-            if isinstance(it, (str, Path)):
-                try:
-                    out.append(read_image(it))
-                except BadImage as e:
-                    raise InputError(f"{it}: cannot use this image ({e})")
-            elif isinstance(it, np.ndarray) and it.ndim == 3 and it.shape[2] in (1, 3, 4) and it.dtype == np.uint8:
-                if it.shape[2] != 3:
-                    import cv2
-
-                    it = cv2.cvtColor(it, cv2.COLOR_GRAY2BGR if it.shape[2] == 1 else cv2.COLOR_BGRA2BGR)
-                out.append(it)
-            else:
-                raise InputError("images must be paths or HxWx3 uint8 BGR arrays")
-        return out, single
-
     def __call__(self, source):
-        from .postprocess import non_max_suppression
+        from .nms_onnx import runner_detections
         from .preprocess import prepare, scale_boxes
 
-        imgs, single = self._as_images(source)
+        imgs, single = as_images(source)
+        if not imgs:
+            return []
         preps = [prepare(im, self.input_hw) for im in imgs]
-        x = np.stack([p.tensor for p in preps])
-        if self.has_nms:
-            from .nms_onnx import detections_from_outputs
-
-            outs = self.runner.run_all(x) if self.runner.info.batch in (None, len(x)) else \
-                _merge([self.runner.run_all(x[i:i + 1]) for i in range(len(x))])
-            dets = detections_from_outputs(outs)
-            dets = [d[d[:, 4] > self.conf] for d in dets]
-        else:
-            pred = self.runner.infer(x)
-            dets = non_max_suppression(pred, self.conf, self.iou, classes=self.classes, max_det=self.max_det)
+        dets = runner_detections(self.runner, np.stack([p.tensor for p in preps]), self.conf, self.iou,
+                                 max_det=self.max_det, classes=self.classes)
         res = []
         for p, d in zip(preps, dets):
             d = d.copy()
-            if self.classes is not None and self.has_nms:
-                d = d[np.isin(d[:, 5], np.asarray(self.classes))]
             d[:, :4] = scale_boxes(d[:, :4], p.ratio, p.pad, p.orig_hw)
             res.append(d)
         return res[0] if single else res
 
 
-def _merge(outs: list) -> dict:
-    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+def as_images(source) -> tuple[list, bool]:
+    """(upright HxWx3 BGR uint8 images, whether ``source`` was one image) from a path, a PIL
+    image, an array (HxW grayscale, HxWx1/3/4 BGR(A), or an NxHxWxC stack) or a list of them."""
+    from PIL import Image
+
+    single = isinstance(source, (str, Path, Image.Image)) or not hasattr(source, "__iter__") or \
+        (isinstance(source, np.ndarray) and source.ndim in (2, 3))
+    items = [source] if single else list(source)
+    return [_as_image(it, i) for i, it in enumerate(items)], single
+
+
+def _as_image(item, i: int) -> np.ndarray:
+    from PIL import Image
+
+    from .preprocess import BadImage, read_image, to_bgr8
+
+    try:
+        if isinstance(item, (str, Path)):
+            try:
+                return read_image(item)
+            except BadImage as e:
+                raise InputError(f"{item}: cannot use this image ({e})")
+        if isinstance(item, Image.Image):
+            return _from_pil(item)
+        if isinstance(item, np.ndarray):
+            if item.dtype not in (np.uint8, np.uint16):
+                raise BadImage(f"{item.dtype} pixels; give uint8 (0..255) values, as OpenCV reads them")
+            if item.ndim == 3 and item.shape[2] not in (1, 3, 4):
+                raise BadImage(f"shape {item.shape}; expected HxW, HxWx3 (BGR) or HxWx4 (a CHW array must be "
+                               "transposed to HWC)")
+            return to_bgr8(item)
+    except BadImage as e:
+        raise InputError(f"image {i}: cannot use it ({e})")
+    raise InputError(f"image {i}: a {type(item).__name__}; images must be paths, PIL images or numpy arrays "
+                     "(HxWx3 BGR uint8, as OpenCV reads them)")
+
+
+def _from_pil(im) -> np.ndarray:
+    """A PIL image, turned upright by its EXIF orientation, as BGR uint8."""
+    from PIL import ImageOps
+
+    from .preprocess import to_bgr8
+
+    im = ImageOps.exif_transpose(im)
+    if im.mode == "L":
+        return to_bgr8(np.asarray(im))
+    return to_bgr8(np.ascontiguousarray(np.asarray(im.convert("RGB"))[:, :, ::-1]))

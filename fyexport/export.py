@@ -11,35 +11,18 @@ command reads them back.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .errors import FyexportError, InputError
+from .errors import InputError
 from .log import G_LOGGER, native_output_silenced
-from .preprocess import PREPROCESSING
+from .onnx_facts import cpu_session, write_meta
+from .preprocess import PREPROCESSING, normalize_img_size
 
 OPSET = 17
-META_KEY = "fyexport"
-
-
-def normalize_img_size(img_size, max_stride: int = 32) -> tuple[int, int]:
-    """(h, w) rounded up to a multiple of the model's largest stride."""
-    if isinstance(img_size, int):
-        hw = (img_size, img_size)
-    else:
-        hw = tuple(int(v) for v in img_size)
-        if len(hw) == 1:
-            hw = (hw[0], hw[0])
-    if any(v <= 0 for v in hw):
-        raise InputError(f"--img-size must be positive, got {img_size}")
-    out = tuple(int(np.ceil(v / max_stride) * max_stride) for v in hw)
-    if out != hw:
-        G_LOGGER.warning(f"image size {hw} is not a multiple of stride {max_stride}; using {out}")
-    return out  # type: ignore[return-value]
 
 
 def model_facts(model, img_hw, batch, dynamic_batch: bool) -> dict:
@@ -58,30 +41,6 @@ def model_facts(model, img_hw, batch, dynamic_batch: bool) -> dict:
         "prune": model.meta.get("prune"),
         "source": model.meta.get("source"),
     }
-
-
-def read_meta(onnx_model_or_path) -> dict:
-    """The ``fyexport`` metadata of an ONNX model ({} if absent)."""
-    import onnx
-
-    m = onnx_model_or_path
-    if not isinstance(m, onnx.ModelProto):
-        m = onnx.load(str(m), load_external_data=False)
-    for p in m.metadata_props:
-        if p.key == META_KEY:
-            try:
-                return json.loads(p.value)
-            except ValueError:
-                return {}
-    return {}
-
-
-def write_meta(model_proto, meta: dict) -> None:
-    for p in list(model_proto.metadata_props):
-        if p.key == META_KEY:
-            model_proto.metadata_props.remove(p)
-    entry = model_proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps(meta)
 
 
 def decoded_only(model):
@@ -109,17 +68,9 @@ class ExportResult:
     max_diff: float | None = None
 
 
-def _ort_session(model_bytes: bytes):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
-
-
 def _compare(a_bytes: bytes, b_bytes: bytes, x: np.ndarray) -> float:
     """Max abs difference of the first outputs of two ONNX models on input ``x``."""
-    sa, sb = _ort_session(a_bytes), _ort_session(b_bytes)
+    sa, sb = cpu_session(a_bytes), cpu_session(b_bytes)
     ya = sa.run(None, {sa.get_inputs()[0].name: x})[0]
     yb = sb.run(None, {sb.get_inputs()[0].name: x})[0]
     if ya.shape != yb.shape:
@@ -148,6 +99,8 @@ def export_onnx(model, path, img_size=640, batch: int = 1, dynamic_batch: bool =
 
     if batch < 1:
         raise InputError(f"--batch must be >= 1, got {batch}")
+    if Path(path).is_dir():  # found before the export's work, not at the rename
+        raise InputError(f"{path}: is a directory, so the output cannot be written there", "Give a file name")
     m = copy.deepcopy(model).float().cpu().eval()
     m.fuse()
     for p in m.parameters():
@@ -170,6 +123,10 @@ def export_onnx(model, path, img_size=640, batch: int = 1, dynamic_batch: bool =
     if simplify:
         proto, simplified, max_diff = _simplify(raw, batch, hw)
     meta = model_facts(m, hw, batch, dynamic_batch)
+    if isinstance(meta.get("source"), str):
+        from .artifacts import recorded_path
+
+        meta["source"] = recorded_path(meta["source"], path)  # not the output folder: same model, same bytes
     meta["simplified"] = simplified
     if nms is not None:
         from .nms_onnx import append_nms
@@ -210,22 +167,3 @@ def _simplify(raw, batch: int, hw):
         return raw, False, diff
     G_LOGGER.debug(f"onnxsim ok: {len(raw.graph.node)} -> {len(simp.graph.node)} nodes, max diff {diff:.2e}")
     return simp, True, diff
-
-
-def check_onnx_file(path) -> "object":
-    """Load an ONNX file with a one-line error on failure."""
-    import onnx
-
-    from .errors import check_file
-
-    p = check_file(path, "ONNX model", (".onnx",))
-    try:
-        return onnx.load(str(p))
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"{p}: not a readable ONNX model ({type(e).__name__})", "Export it again with fyexport export")
-
-
-def raise_if_not_fyexport(meta: dict, path) -> None:
-    if not meta:
-        raise FyexportError(f"{path}: this ONNX has no fyexport metadata",
-                            "Export it with 'fyexport export' so names, strides and input size are known")

@@ -11,9 +11,11 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
+
+from .errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PAD_VALUE = 114
@@ -27,6 +29,47 @@ PREPROCESSING = {
     "scale": "1/255",
     "dtype": "float32",
 }
+
+
+MAX_IMG_SIDE = 4096  # a bigger letterbox is surely a typo (a 100000 px input would ask for 120 GB)
+
+
+def parse_img_size(value) -> int | tuple[int, int]:
+    """``--img-size`` as every command takes it: ``N``, ``H,W`` or ``HxW`` (or already parsed)."""
+    if isinstance(value, (int, tuple)):
+        return value
+    parts = [p for p in str(value).replace("x", ",").split(",") if p.strip()]
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        raise InputError(f"--img-size: expected N or H,W, got {value!r}")
+    if len(nums) == 1:
+        return nums[0]
+    if len(nums) == 2:
+        return (nums[0], nums[1])
+    raise InputError(f"--img-size: expected N or H,W, got {value!r}")
+
+
+def normalize_img_size(img_size, max_stride: int = 32) -> tuple[int, int]:
+    """(h, w) rounded up to a multiple of the model's largest stride."""
+    from .log import G_LOGGER
+
+    img_size = parse_img_size(img_size)
+    if isinstance(img_size, int):
+        hw = (img_size, img_size)
+    else:
+        hw = tuple(int(v) for v in img_size)
+        if len(hw) == 1:
+            hw = (hw[0], hw[0])
+    if any(v <= 0 for v in hw):
+        raise InputError(f"--img-size must be positive, got {img_size}")
+    if any(v > MAX_IMG_SIDE for v in hw):
+        raise InputError(f"--img-size {img_size} is above {MAX_IMG_SIDE} pixels a side",
+                         "YOLOv7 models run at 320 to 1280; give the deployment's input size")
+    out = tuple(int(np.ceil(v / max_stride) * max_stride) for v in hw)
+    if out != hw:
+        G_LOGGER.warning(f"image size {hw} is not a multiple of stride {max_stride}; using {out}")
+    return out  # type: ignore[return-value]
 
 
 def _cv2():
@@ -52,6 +95,19 @@ def letterbox(img: np.ndarray, new_shape=640, color=(PAD_VALUE, PAD_VALUE, PAD_V
     """
     cv2 = _cv2()
     shape = img.shape[:2]
+    ratio, (dw, dh), new_unpad = letterbox_geometry(shape, new_shape, auto, scale_fill, scaleup, stride)
+    if shape[::-1] != new_unpad:
+        img = cv2.resize(img, new_unpad, interpolation=cv2.INTER_LINEAR)
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
+    return img, ratio, (dw, dh)
+
+
+def letterbox_geometry(shape, new_shape=640, auto: bool = False, scale_fill: bool = False, scaleup: bool = True,
+                       stride: int = 32):
+    """((ratio_w, ratio_h), (pad_w, pad_h), (new_w, new_h)) that :func:`letterbox` applies to
+    an image of ``shape`` (h, w): the one place its geometry is computed."""
     if isinstance(new_shape, int):
         new_shape = (new_shape, new_shape)
     r = min(new_shape[0] / shape[0], new_shape[1] / shape[1])
@@ -66,13 +122,7 @@ def letterbox(img: np.ndarray, new_shape=640, color=(PAD_VALUE, PAD_VALUE, PAD_V
         dw, dh = 0.0, 0.0
         new_unpad = (new_shape[1], new_shape[0])
         ratio = (new_shape[1] / shape[1], new_shape[0] / shape[0])
-    dw, dh = dw / 2, dh / 2
-    if shape[::-1] != new_unpad:
-        img = cv2.resize(img, new_unpad, interpolation=cv2.INTER_LINEAR)
-    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
-    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
-    img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
-    return img, ratio, (dw, dh)
+    return ratio, (dw / 2, dh / 2), new_unpad
 
 
 def to_tensor(img_bgr: np.ndarray) -> np.ndarray:
@@ -127,11 +177,48 @@ def _looks_truncated(data: bytes, suffix: str) -> bool:
     return False
 
 
-def read_image(path) -> np.ndarray:
-    """Read an image as HxWx3 BGR uint8, or raise :class:`BadImage`.
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1..8) recorded in an encoded image (JPEG, PNG, WebP, TIFF); 1
+    (upright) when it records none or cannot be parsed."""
+    import io
 
-    Grayscale, RGBA, 16-bit and CMYK files are converted; empty, truncated, undecodable
-    and tiny (< 8 px) files are refused."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            value = int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - no readable EXIF means no rotation
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """``img`` as it is meant to be seen, given its EXIF ``orientation``: what phones and
+    cameras record instead of rotating the pixels (6: turn 90 degrees clockwise to view).
+    The same transform as PIL's ``ImageOps.exif_transpose``, which YOLOv7 and Ultralytics apply."""
+    if orientation in (5, 6, 7, 8):  # the stored picture is on its side
+        img = np.swapaxes(img, 0, 1)  # transpose: orientation 5
+        if orientation == 6:
+            img = img[:, ::-1]
+        elif orientation == 7:
+            img = img[::-1, ::-1]
+        elif orientation == 8:
+            img = img[::-1]
+    elif orientation == 2:
+        img = img[:, ::-1]
+    elif orientation == 3:
+        img = img[::-1, ::-1]
+    elif orientation == 4:
+        img = img[::-1]
+    return np.ascontiguousarray(img)
+
+
+def read_image(path) -> np.ndarray:
+    """Read an image as HxWx3 BGR uint8, upright, or raise :class:`BadImage`.
+
+    The EXIF orientation a phone or camera recorded is applied (a photo tagged "rotate 90"
+    comes back rotated, as every viewer shows it); grayscale, RGBA, 16-bit and CMYK files
+    are converted; empty, truncated, undecodable and tiny (< 8 px) files are refused."""
     cv2 = _cv2()
     p = Path(path)
     try:
@@ -146,6 +233,15 @@ def read_image(path) -> np.ndarray:
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise BadImage("not a decodable image")
+    return to_bgr8(apply_orientation(img, exif_orientation(data)))
+
+
+def to_bgr8(img: np.ndarray) -> np.ndarray:
+    """A decoded image (HxW, HxWx1, HxWx3 BGR or HxWx4 BGRA; 8 or 16 bit or float) as
+    HxWx3 BGR uint8, or :class:`BadImage` when it is too small (< 8 px) or not an image."""
+    cv2 = _cv2()
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)) or img.dtype == bool:
+        raise BadImage(f"not an image array (shape {img.shape}, {img.dtype})")
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
@@ -173,11 +269,28 @@ def iter_prepared(paths, size, skipped: dict | None = None):
                 skipped[why] = skipped.get(why, 0) + 1
 
 
-def list_images(folder, recursive: bool = True) -> list[Path]:
-    """Image files under ``folder`` by suffix, sorted for determinism."""
+def list_images(folder, recursive: bool = True, exclude=()) -> list[Path]:
+    """Image files under ``folder`` by suffix, sorted for determinism.  Symlinked folders are
+    followed (each real folder once, so a link loop ends); folders in ``exclude`` (and what
+    is below them) are left out, so a build's own output is never taken for input."""
     folder = Path(folder)
-    it: Iterable[Path] = folder.rglob("*") if recursive else folder.glob("*")
-    return sorted(p for p in it if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    skip = [os.path.realpath(e) for e in exclude]
+
+    def excluded(real: str) -> bool:
+        return any(real == s or real.startswith(s.rstrip(os.sep) + os.sep) for s in skip)
+
+    out, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen or excluded(real):
+            dirs[:] = []
+            continue
+        seen.add(real)
+        if not recursive:
+            dirs[:] = []
+        out += [Path(root) / f for f in files
+                if Path(f).suffix.lower() in IMAGE_SUFFIXES and (Path(root) / f).is_file()]
+    return sorted(out)
 
 
 def sample_images(paths: Sequence[Path], n: int | None, seed: int = 0) -> list[Path]:
@@ -197,8 +310,40 @@ def file_list_hash(paths: Sequence[Path], root=None) -> str:
     for p in paths:
         rel = os.path.relpath(p, root) if root else str(p)
         h.update(rel.encode())
-        st = Path(p).stat()
+        try:
+            st = Path(p).stat()
+            with open(p, "rb") as f:
+                digest = hashlib.sha256(f.read()).digest()
+        except OSError:  # unreadable: reading it later skips and counts it; the list stays hashable
+            h.update(b"unreadable")
+            continue
         h.update(str(st.st_size).encode())
-        with open(p, "rb") as f:
-            h.update(hashlib.sha256(f.read()).digest())
+        h.update(digest)
     return h.hexdigest()
+
+
+@dataclass
+class ImageSet:
+    """A deterministic selection of images from a folder, with the hash that keys caches."""
+
+    paths: list
+    found: int
+    list_hash: str
+    root: str
+
+
+def select_images(folder, num_images: int | None = 500, seed: int = 0, what: str = "calibration",
+                  exclude=()) -> ImageSet:
+    """``num_images`` images sampled with ``seed`` from ``folder`` (recursively, leaving out
+    the folders in ``exclude``)."""
+    p = Path(folder)
+    if not p.exists():
+        raise InputError(f"{p}: no such {what} folder")
+    if not p.is_dir():
+        raise InputError(f"{p}: not a folder (give a folder of {what} images)")
+    found = list_images(p, exclude=exclude)
+    if not found:
+        raise InputError(f"{p}: no image files (jpg, png, bmp, webp, tiff) in this folder or below",
+                         "Put at least a few hundred images like the deployment's in it")
+    chosen = sample_images(found, num_images, seed)
+    return ImageSet(chosen, len(found), file_list_hash(chosen, p), str(p))

@@ -2,17 +2,13 @@
 from __future__ import annotations
 
 import os
-import pickle
 import sys
 
 import numpy as np
 import pytest
 import torch
-
-from conftest import CFG_DIR, FIXTURES, TINY, needs_shared, run_cli
+from conftest import CFG_DIR, TINY, needs_shared, run_cli
 from official_format import save_official
-
-pytestmark = needs_shared
 
 
 def _one_line_error(proc):
@@ -94,6 +90,7 @@ def test_bad_files_give_one_line_errors(tmp_path, kind, monkeypatch):
         assert "models.common.C3" in line
 
 
+@needs_shared
 def test_official_deploy_format_with_ema_precedence(tmp_path):
     """A released-style deploy file (Detect head, RepConv unfused), with an EMA that must win."""
     import fyexport
@@ -115,6 +112,7 @@ def test_official_deploy_format_with_ema_precedence(tmp_path):
     assert loaded.names == ["a", "b", "c"]
 
 
+@needs_shared
 def test_official_p6_training_format(tmp_path):
     import fyexport
     from fyexport import build_model

@@ -171,7 +171,8 @@ def read_pickle(path) -> object:
     except UnsafeGlobal as e:
         family = ""
         if e.module.startswith(("models.", "utils.")):
-            family = " (a class of another model family or code version: this is not a YOLOv7 checkpoint fyexport understands)"
+            family = (" (a class of another model family or code version: this is not a YOLOv7 checkpoint fyexport "
+                      "understands)")
         elif e.module.startswith("ultralytics"):
             family = " (an Ultralytics checkpoint, not YOLOv7)"
         raise InputError(f"{path}: refused to load: the pickle references '{e.module}.{e.qualname}', which is not on "
@@ -348,13 +349,19 @@ def _load_own(path, obj: dict):
 
 
 def save(model, path, meta: dict | None = None) -> Path:
-    """Save ``model`` in fyexport's format (atomic).  Loads back with :func:`load`."""
-    from ..artifacts import atomic_path
+    """Save ``model`` in fyexport's format (atomic).  Loads back with :func:`load`.
+
+    The same model gives the same bytes wherever it is saved: the archive is serialised in
+    memory (``torch.save`` would name its records after the temporary file) and a source
+    inside the output's folder is recorded relative to it."""
+    from ..artifacts import recorded_path, write_torch
 
     sd = collections.OrderedDict((k, v.detach().cpu().clone()) for k, v in model.state_dict().items())
     m = dict(getattr(model, "meta", {}) or {})
     m.update(meta or {})
     m = {k: v for k, v in m.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
+    if isinstance(m.get("source"), str):
+        m["source"] = recorded_path(m["source"], path)
     obj = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -366,6 +373,4 @@ def save(model, path, meta: dict | None = None) -> Path:
         "state_dict": sd,
         "meta": m,
     }
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-    return Path(path)
+    return write_torch(path, obj)

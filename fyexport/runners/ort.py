@@ -1,84 +1,38 @@
 """ONNX Runtime runner (CPU by default; the CUDA provider when onnxruntime-gpu is installed)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
 from ..log import G_LOGGER
+from ..onnx_facts import check_onnx_file, image_input, onnx_precision, read_meta, session_options
 from .base import Runner, RunnerInfo
-
-
-def physical_cores() -> int:
-    try:
-        import psutil  # optional
-
-        n = psutil.cpu_count(logical=False)
-        if n:
-            return int(n)
-    except ImportError:
-        pass
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        return os.cpu_count() or 1
-
-
-def onnx_precision(proto) -> tuple[str, str]:
-    """('int8'|'fp16'|'fp32', flavour) from the graph's ops and types."""
-    qs = [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
-    inits = {i.name: i for i in proto.graph.initializer}
-    if qs:
-        flavour = "s8s8"
-        for n in qs:
-            if len(n.input) > 2 and n.input[2] in inits and inits[n.input[2]].data_type == 2:  # uint8 zero point
-                flavour = "u8s8"
-                break
-        fp16 = any(i.data_type == 10 for i in proto.graph.initializer)
-        return "int8", flavour + ("+fp16" if fp16 else "")
-    if any(i.data_type == 10 for i in proto.graph.initializer):
-        return "fp16", ""
-    return "fp32", ""
-
-
-def session_options(threads: int | None = None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads = threads or physical_cores()
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    return so
 
 
 class OrtRunner(Runner):
     def __init__(self, path, device: str = "cpu", threads: int | None = None):
         super().__init__()
-        import onnx
-
-        from ..export import check_onnx_file, read_meta
-
         self.path = Path(path)
         proto = check_onnx_file(self.path)
         self.meta = read_meta(proto)
-        inp = [i for i in proto.graph.input if i.name not in {x.name for x in proto.graph.initializer}]
-        if len(inp) != 1:
-            raise InputError(f"{path}: expected one image input, found {len(inp)}")
-        dims = [d.dim_value if d.dim_value else None for d in inp[0].type.tensor_type.shape.dim]
+        try:
+            inp = image_input(proto)
+        except InputError as e:
+            raise InputError(f"{path}: {e.message}")
+        dims = list(inp.dims)
         if len(dims) != 4 or dims[2] is None or dims[3] is None:
-            raise InputError(f"{path}: input {inp[0].name} has shape {dims}; fyexport needs [B,3,H,W] with fixed H,W")
+            raise InputError(f"{path}: input {inp.name} has shape {dims}; fyexport needs [B,3,H,W] with fixed H,W")
         out_names = [o.name for o in proto.graph.output]
         self.has_nms = "num_dets" in out_names
+        self.trt_only_ops = sorted({n.op_type for n in proto.graph.node if n.op_type.endswith("_TRT")})
         precision, flavour = onnx_precision(proto)
         nc = self.meta.get("nc")
         if nc is None:
             od = proto.graph.output[0].type.tensor_type.shape.dim
             nc = (od[-1].dim_value - 5) if od and od[-1].dim_value else 0
-        self.input_name = inp[0].name
+        self.input_name = inp.name
         self.threads = threads
         self.device = device
         self.info = RunnerInfo(
@@ -87,11 +41,15 @@ class OrtRunner(Runner):
             mode=flavour, size_mb=round(self.path.stat().st_size / 1e6, 2), prune=self.meta.get("prune"),
             params=self.meta.get("params"), gmacs=self.meta.get("gmacs"),
         )
-        del onnx
 
     def _load(self) -> None:
         import onnxruntime as ort
 
+        if self.trt_only_ops:
+            raise InputError(f"{self.path}: uses the TensorRT plugin {', '.join(self.trt_only_ops)}, which runs on "
+                             "TensorRT only, not on ONNX Runtime",
+                             "Build an engine with 'fyexport engine' and use that, or export with '--nms onnx' to "
+                             "run it on ONNX Runtime")
         providers = ["CPUExecutionProvider"]
         if self.device.startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
