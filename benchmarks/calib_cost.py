@@ -26,14 +26,11 @@ import time
 
 
 def pure(model: str, images: str, n: int) -> dict:
-    import onnxruntime as ort
-
-    from fyexport.preprocess import iter_prepared
-    from fyexport.quantize.collect import select_images
-    from fyexport.runners.ort import session_options
+    from fyexport.onnx_facts import cpu_session
+    from fyexport.preprocess import iter_prepared, select_images
 
     sel = select_images(images, n, 0)
-    sess = ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"])
+    sess = cpu_session(model)
     t = time.perf_counter()
     k = 0
     for x in iter_prepared(sel.paths, tuple(d for d in sess.get_inputs()[0].shape[2:])):
@@ -45,8 +42,9 @@ def pure(model: str, images: str, n: int) -> dict:
 def exposed(model: str, images: str, n: int) -> dict:
     import onnx
 
-    from fyexport.preprocess import iter_prepared
-    from fyexport.quantize.collect import _model_input, calibration_session, exposed_tensors, select_images
+    from fyexport.onnx_facts import image_input
+    from fyexport.preprocess import iter_prepared, select_images
+    from fyexport.quantize.collect import calibration_session, exposed_tensors
     from fyexport.quantize.graph import analyse
 
     proto = onnx.load(model)
@@ -56,9 +54,9 @@ def exposed(model: str, images: str, n: int) -> dict:
     sess = calibration_session(proto, outs)  # the very session calibration runs
     t = time.perf_counter()
     k = 0
-    name, dims = _model_input(proto)
-    for x in iter_prepared(sel.paths, (dims[2], dims[3])):
-        sess.run(None, {name: x[None]})
+    inp = image_input(proto)
+    for x in iter_prepared(sel.paths, inp.hw):
+        sess.run(None, {inp.name: x[None]})
         k += 1
     return {"images": k, "seconds": time.perf_counter() - t, "exposed_tensors": len(outs)}
 
@@ -66,7 +64,8 @@ def exposed(model: str, images: str, n: int) -> dict:
 def stats(model: str, images: str, n: int) -> dict:
     import onnx
 
-    from fyexport.quantize.collect import collect, select_images
+    from fyexport.preprocess import select_images
+    from fyexport.quantize.collect import collect
     from fyexport.quantize.entropy import compute_amax
     from fyexport.quantize.graph import analyse
 
@@ -103,8 +102,7 @@ def main() -> None:
     a = ap.parse_args()
     import statistics
 
-    from fyexport.bench import _cpu_name
-    from fyexport.runners.ort import physical_cores
+    from fyexport.machine import cpu_name, physical_cores
 
     phases = ["pure", "exposed", "stats"]
     rounds = []
@@ -123,7 +121,7 @@ def main() -> None:
     def med(phase, key=None):
         return statistics.median(rd[phase] if key is None else rd[phase][key] for rd in rounds)
 
-    res = {"machine": {"cpu": _cpu_name(), "cores": physical_cores()}, "rounds": len(rounds),
+    res = {"machine": {"cpu": cpu_name(), "cores": physical_cores()}, "rounds": len(rounds),
            "median": {"pure_inference_s": med("pure_inference", "seconds"),
                       "exposed_inference_s": med("exposed_inference", "seconds"),
                       "calibration_statistics_s": med("calibration_statistics", "seconds"),

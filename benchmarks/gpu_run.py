@@ -51,10 +51,11 @@ def main() -> None:
     import torch
 
     import fyexport
-    from fyexport.bench import plot, render, run_bench, write_json
+    from fyexport.artifacts import write_json
+    from fyexport.bench import plot, render, run_bench
     from fyexport.data import load_data_yaml
     from fyexport.evaluate import evaluate
-    from fyexport.info import count_macs_params
+    from fyexport.models.stats import count_macs_params
     from fyexport.prune import prune
     from fyexport.recover import RecoverConfig, recover
     from fyexport.runners import open_runner
@@ -96,7 +97,7 @@ def main() -> None:
         report = run_bench([str(rec_path)], args.teacher, runtime="torch", device=device, batches=(1, 32),
                            warmup=0.5, duration=args.bench_duration,
                            images=str(Path(spec.images("val")[0]).parent))
-        write_json(report, out / "bench-gpu.json")
+        write_json(out / "bench-gpu.json", report)
         plot(report, out / "bench-gpu.png")
         render(report)
     except Exception as e:  # noqa: BLE001 - keep the accuracy results even if timing fails

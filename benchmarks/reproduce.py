@@ -49,7 +49,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import fyexport
-    from fyexport.bench import plot, render, run_bench, write_json
+    from fyexport.artifacts import write_json
+    from fyexport.bench import plot, render, run_bench
     from fyexport.data import load_data_yaml
     from fyexport.datasets.shapes import generate
     from fyexport.export import export_onnx
@@ -102,7 +103,7 @@ def main() -> None:
                                           "histogram_s": round(cal.stats_seconds, 1),
                                           "kl_s": round(cal.amax_seconds, 2), "peak_rss_mb": cal.peak_rss_mb}}
     out = HERE / "results" / args.machine
-    write_json(report, out.with_suffix(".json"))
+    write_json(out.with_suffix(".json"), report)
     plot(report, out.with_suffix(".png"))
     render(report)
     print(json.dumps(report["pipeline"], indent=2))

@@ -13,7 +13,7 @@ _LAZY = {
     "build_model": ("fyexport.models.yolo", "build_model"),
     "fuse": ("fyexport.models.yolo", "fuse"),
     "letterbox": ("fyexport.preprocess", "letterbox"),
-    "Detector": ("fyexport.runtime", "Detector"),
+    "Detector": ("fyexport.detector", "Detector"),
     "FyexportError": ("fyexport.errors", "FyexportError"),
 }
 

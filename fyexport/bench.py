@@ -9,12 +9,9 @@ unstable.  Every row carries size, parameters and MACs, and mAP when ``data`` is
 """
 from __future__ import annotations
 
-import json
-import os
-import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,59 +66,8 @@ class Row:
     map50: float | None = None
     map: float | None = None
     map_drop: float | None = None  # points of mAP@.5:.95 lost vs the unpruned FP32 model
+    agreement: float | None = None  # teacher agreement with the unpruned FP32 model (evaluate.teacher_agreement)
     notes: list = field(default_factory=list)
-
-
-def machine_info() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "fyexport": __version__,
-            "cpu": _cpu_name(), "cores": os.cpu_count()}
-    try:
-        from .runners.ort import physical_cores
-
-        info["physical_cores"] = physical_cores()
-    except Exception:  # noqa: BLE001
-        pass
-    for mod in ("torch", "onnxruntime", "onnx", "numpy", "cv2", "torch_pruning", "tensorrt"):
-        try:
-            m = __import__(mod)
-            info[mod] = getattr(m, "__version__", "?")
-        except ImportError:
-            info[mod] = None
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            p = torch.cuda.get_device_properties(0)
-            info["gpu"] = p.name
-            info["compute_capability"] = f"{p.major}.{p.minor}"
-            info["cuda"] = torch.version.cuda
-            info["cudnn"] = torch.backends.cudnn.version()
-            info["tf32_conv"] = bool(torch.backends.cudnn.allow_tf32)
-            info["driver"] = _nvidia_driver()
-    except Exception:  # noqa: BLE001
-        pass
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                return ln.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def _nvidia_driver() -> str | None:
-    import subprocess
-
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return None
 
 
 def _timed_loop(fn, warmup_s: float, duration_s: float, min_iters: int = 10) -> list:
@@ -145,14 +91,13 @@ def _input_batch(images: list, hw, batch: int) -> np.ndarray:
 
 
 def _end_to_end(runner, images: list, hw, warmup_s: float, duration_s: float) -> list:
-    from .postprocess import non_max_suppression
+    from .nms_onnx import runner_detections
     from .preprocess import prepare, scale_boxes
 
     def one(img):
         t0 = time.perf_counter()
         p = prepare(img, hw)
-        out = runner.infer(p.tensor[None])
-        det = non_max_suppression(out, 0.25, 0.45)[0]
+        det = runner_detections(runner, p.tensor[None], 0.25, 0.45)[0]  # the graph's NMS when it has one
         scale_boxes(det[:, :4], p.ratio, p.pad, p.orig_hw)
         return (time.perf_counter() - t0) * 1e3
 
@@ -167,21 +112,48 @@ def _end_to_end(runner, images: list, hw, warmup_s: float, duration_s: float) ->
 
 @dataclass
 class Target:
-    """One thing to time: an artifact on one runtime in one mode."""
+    """One thing to time: an artifact on one runtime in one mode.  The unpruned baseline's
+    ONNX and engine are exported here (``export`` says which; ``path`` is set once made)."""
 
-    path: str
+    path: str | None
     role: str
     runtime: str
     precision: str | None = None
     mode: str = "eager"
     channels_last: bool = False
+    export: str | None = None  # "onnx" | "engine": made from the baseline checkpoint
+
+    def name(self, baseline: str) -> str:
+        return f"{baseline} (baseline.{self.export})" if self.export else str(self.path)
+
+
+@dataclass
+class BenchOptions:
+    runtime: str = "auto"
+    device: str = "auto"
+    batches: tuple = (1,)
+    img_size: object = 640
+    warmup: float = 0.2
+    duration: float = 3.0
+    data: object = None  # data yaml (adds mAP to every row)
+    images: object = None  # folder of real images for the end-to-end timing
+    images_exclude: tuple = ()  # folders left out of ``images`` (a build's own output)
+    max_eval_images: int | None = None
+    agreement_images: int = 100  # images for teacher agreement (the val split or --images; 0: none)
+    e2e: bool = True
+    workdir: object = None  # where the baseline's exports go (default: a temporary folder)
+
+    def validate(self) -> None:
+        if self.duration <= 0 or self.warmup < 0:
+            raise InputError("--duration must be > 0 and --warmup >= 0")
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise InputError(f"--batch must list positive sizes, got {list(self.batches)}")
 
 
 def plan_targets(artifacts: list, baseline: str, runtime: str, device: str) -> list:
     from .runners import artifact_kind
 
     on_gpu = device.startswith("cuda")
-    targets = []
 
     def torch_variants(path, role):
         if on_gpu:
@@ -190,8 +162,7 @@ def plan_targets(artifacts: list, baseline: str, runtime: str, device: str) -> l
         return [Target(path, role, "torch", "fp32", "eager")]
 
     kinds = {p: artifact_kind(p) for p in [baseline, *artifacts]}
-    if runtime in ("auto", "torch"):
-        targets += torch_variants(baseline, "baseline")
+    targets = torch_variants(baseline, "baseline") if runtime in ("auto", "torch") else []
     for p in artifacts:
         k = kinds[p]
         if k == "checkpoint" and runtime in ("auto", "torch"):
@@ -205,124 +176,185 @@ def plan_targets(artifacts: list, baseline: str, runtime: str, device: str) -> l
     if runtime in ("auto", "onnxruntime") and any(kinds[p] == "onnx" for p in artifacts):
         # first: on a CPU the baseline's mAP is then measured on ONNX Runtime (much faster than
         # eager PyTorch) and shared with the PyTorch baseline row, which computes the same thing
-        targets.insert(0, Target("<baseline.onnx>", "baseline", "onnxruntime"))
+        targets.insert(0, Target(None, "baseline", "onnxruntime", export="onnx"))
     if runtime in ("auto", "tensorrt") and any(kinds[p] == "engine" for p in artifacts):
-        targets.insert(1, Target("<baseline.engine>", "baseline", "tensorrt"))
+        targets.insert(1, Target(None, "baseline", "tensorrt", export="engine"))
     return targets
 
 
-def run_bench(artifacts: list, baseline: str, runtime: str = "auto", device: str = "auto", batches=(1,),
-              img_size=640, warmup: float = 0.2, duration: float = 3.0, data=None, images=None,
-              max_eval_images: int | None = None, e2e: bool = True, workdir=None) -> dict:
+def run_bench(artifacts: list, baseline: str, options: BenchOptions | None = None, **overrides) -> dict:
     """Benchmark ``artifacts`` against the unpruned FP32 ``baseline`` checkpoint; returns the
-    JSON-able report (see ``benchmarks/schema.json``)."""
+    JSON-able report (see ``benchmarks/schema.json``).  ``overrides`` set BenchOptions fields."""
     from .errors import check_file
-    from .export import normalize_img_size
-    from .runners import open_runner
+    from .preprocess import normalize_img_size
     from .runners.torch_runner import resolve_device
 
-    if duration <= 0 or warmup < 0:
-        raise InputError("--duration must be > 0 and --warmup >= 0")
-    if not batches or any(b < 1 for b in batches):
-        raise InputError(f"--batch must list positive sizes, got {batches}")
+    o = replace(options or BenchOptions(), **overrides)
+    o.validate()
     check_file(baseline, "baseline checkpoint")
     for a in artifacts:
         check_file(a, "artifact")
-    dev = resolve_device(device)
-    hw = normalize_img_size(img_size)
+    dev = resolve_device(o.device)
+    hw = normalize_img_size(o.img_size)
     spec = None
-    if data is not None:
+    if o.data is not None:
         from .data import load_data_yaml
 
-        spec = load_data_yaml(data)
-    imgs = _load_bench_images(images, spec)
-    targets = plan_targets(artifacts, baseline, runtime, dev)
-    work = Path(workdir or tempfile.mkdtemp(prefix="fyexport-bench-"))
+        spec = load_data_yaml(o.data)
+    ctx = _Context(baseline, o, dev, hw, spec, _load_bench_images(o.images, spec, o.images_exclude),
+                   Path(o.workdir or tempfile.mkdtemp(prefix="fyexport-bench-")), _agreement_images(o, spec))
+    targets = plan_targets(artifacts, baseline, o.runtime, dev)
     rows: list[Row] = []
-    evals: dict = {}
-    with progress("bench", len(targets) * len(batches)) as bar:
+    with progress("bench", len(targets) * len(o.batches)) as bar:
         for t in targets:
-            path = _materialise_baseline(t, baseline, work, hw, dev, max(batches))
-            runner = open_runner(path, runtime=t.runtime, device=dev, precision=t.precision, mode=t.mode,
-                                 channels_last=t.channels_last, img_size=hw)
-            with runner:
-                info = runner.info
-                if tuple(info.input_hw) != tuple(hw):
-                    raise InputError(f"{t.path}: built for input {tuple(info.input_hw)}, but --img-size is {hw}",
-                                     "Benchmark at the artifact's size or re-export it")
-                if spec is not None and info.nc != spec.nc:
-                    raise InputError(f"{t.path}: the model has {info.nc} classes but {spec.path} has {spec.nc}")
-                sizes = [b for b in batches if info.batch in (None, b)]
-                if not sizes:
-                    G_LOGGER.warning(f"{t.path}: static batch {info.batch}, not in --batch {list(batches)}; "
-                                     f"timing batch {info.batch}")
-                    sizes = [info.batch]
-                meta = _model_numbers(t, baseline, info, path)
-                mine = []
-                for b in sizes:
-                    x = _input_batch(imgs, hw, b)
-                    runner.infer(x)  # first run outside the clock (lazy init, graph capture)
-                    comp = Stats.of(_timed_loop(runner.compute_fn(x), warmup, duration))
-                    host = None
-                    if dev.startswith("cuda") and info.runtime != "onnxruntime":
-                        def host_fn():
-                            t0 = time.perf_counter()
-                            runner.infer(x)
-                            return (time.perf_counter() - t0) * 1e3
-                        host = Stats.of(_timed_loop(host_fn, warmup, duration))
-                    e2e_stats = None
-                    if e2e and b == 1 and imgs:
-                        e2e_stats = asdict(Stats.of(_end_to_end(runner, imgs, hw, warmup, min(duration, 3.0))))
-                    ref = host or comp
-                    name = t.path if not t.path.startswith("<") else f"{baseline} ({t.path[1:-1]})"
-                    row = Row(model=name, role=t.role, runtime=info.runtime, mode=info.mode, precision=info.precision,
-                              device=info.device, batch=b, size_mb=meta["size_mb"], params=meta["params"],
-                              gmacs=meta["gmacs"], compute_ms=asdict(comp), host_ms=asdict(host) if host else None,
-                              throughput=1e3 * b / ref.mean, e2e_ms=e2e_stats, unstable=comp.cv > CV_WARN)
-                    if row.unstable:
-                        row.notes.append(f"unstable: coefficient of variation {comp.cv:.1%} (other load? "
-                                         "lock clocks, close programs, or raise --duration)")
-                        G_LOGGER.warning(f"{name} {info.label} batch {b}: unstable timing (CV {comp.cv:.1%})")
-                    rows.append(row)
-                    mine.append(row)
-                    bar.advance()
-                if spec is not None:
-                    # the same weights at the same precision give the same detections on any
-                    # runtime and in any mode: evaluate once per (model, precision)
-                    key = ("baseline" if t.role == "baseline" else str(path), info.precision)
-                    if key not in evals:
-                        from .evaluate import evaluate
+            rows += _bench_target(t, ctx, bar)
+    fill_speedups(rows)
+    return _report(rows, artifacts, baseline, o, dev, hw)
 
-                        evals[key] = evaluate(runner, spec, max_images=max_eval_images,
-                                              description=f"mAP {Path(str(t.path)).name}")
-                    for r in mine:
-                        r.map50, r.map = evals[key].map50, evals[key].map
-    _fill_speedups(rows)
-    report = {
+
+@dataclass
+class _Context:
+    baseline: str
+    o: BenchOptions
+    dev: str
+    hw: tuple
+    spec: object
+    imgs: list
+    work: Path
+    agree_paths: list = field(default_factory=list)
+    evals: dict = field(default_factory=dict)  # (model, precision) -> EvalResult
+    agreements: dict = field(default_factory=dict)  # (model, precision) -> teacher agreement
+    teacher: object = None  # the baseline's detections on agree_paths
+
+
+def _bench_target(t: Target, ctx: _Context, bar) -> list:
+    """The rows of one target: one per batch size it accepts, with its mAP when asked."""
+    from .runners import open_runner
+
+    path = _materialise_baseline(t, ctx.baseline, ctx.work, ctx.hw, ctx.dev, max(ctx.o.batches))
+    runner = open_runner(path, runtime=t.runtime, device=ctx.dev, precision=t.precision, mode=t.mode,
+                         channels_last=t.channels_last, img_size=ctx.hw)
+    with runner:
+        info = runner.info
+        name = t.name(ctx.baseline)
+        if tuple(info.input_hw) != tuple(ctx.hw):
+            raise InputError(f"{name}: built for input {tuple(info.input_hw)}, but --img-size is {ctx.hw}",
+                             "Benchmark at the artifact's size or re-export it")
+        if ctx.spec is not None and info.nc != ctx.spec.nc:
+            raise InputError(f"{name}: the model has {info.nc} classes but {ctx.spec.path} has {ctx.spec.nc}")
+        sizes = [b for b in ctx.o.batches if info.batch in (None, b)]
+        if hasattr(runner, "accepted_batches"):  # a TensorRT engine: only the batches its profile accepts
+            sizes = runner.accepted_batches(ctx.o.batches)
+        elif not sizes:
+            G_LOGGER.warning(f"{name}: static batch {info.batch}, not in --batch {list(ctx.o.batches)}; "
+                             f"timing batch {info.batch}")
+            sizes = [info.batch]
+        meta = _model_numbers(info, path)
+        rows = []
+        for b in sizes:
+            rows.append(_time_batch(runner, t, ctx, b, meta, name))
+            bar.advance()
+        if ctx.spec is not None:
+            _add_map(runner, t, ctx, path, rows)
+        if ctx.agree_paths:
+            _add_agreement(runner, t, ctx, path, rows)
+    return rows
+
+
+def _time_batch(runner, t: Target, ctx: _Context, b: int, meta: dict, name: str) -> Row:
+    o, info = ctx.o, runner.info
+    x = _input_batch(ctx.imgs, ctx.hw, b)
+    runner.infer(x)  # first run outside the clock (lazy init, graph capture)
+    comp = Stats.of(_timed_loop(runner.compute_fn(x), o.warmup, o.duration))
+    host = None
+    if ctx.dev.startswith("cuda") and info.runtime != "onnxruntime":
+        def host_fn():
+            t0 = time.perf_counter()
+            runner.infer(x)
+            return (time.perf_counter() - t0) * 1e3
+        host = Stats.of(_timed_loop(host_fn, o.warmup, o.duration))
+    e2e_stats = None
+    if o.e2e and b == 1 and ctx.imgs:
+        e2e_stats = asdict(Stats.of(_end_to_end(runner, ctx.imgs, ctx.hw, o.warmup, min(o.duration, 3.0))))
+    ref = host or comp
+    row = Row(model=name, role=t.role, runtime=info.runtime, mode=info.mode, precision=info.precision,
+              device=info.device, batch=b, size_mb=meta["size_mb"], params=meta["params"], gmacs=meta["gmacs"],
+              compute_ms=asdict(comp), host_ms=asdict(host) if host else None, throughput=1e3 * b / ref.mean,
+              e2e_ms=e2e_stats, unstable=comp.cv > CV_WARN)
+    if row.unstable:
+        row.notes.append(f"unstable: coefficient of variation {comp.cv:.1%} (other load? "
+                         "lock clocks, close programs, or raise --duration)")
+        G_LOGGER.warning(f"{name} {info.label} batch {b}: unstable timing (CV {comp.cv:.1%})")
+    return row
+
+
+def _add_map(runner, t: Target, ctx: _Context, path, rows: list) -> None:
+    """The same weights at the same precision give the same detections on any runtime and in
+    any mode: evaluate once per (model, precision) and share the result."""
+    from .evaluate import evaluate
+
+    key = ("baseline" if t.role == "baseline" else str(path), runner.info.precision)
+    if key not in ctx.evals:
+        ctx.evals[key] = evaluate(runner, ctx.spec, max_images=ctx.o.max_eval_images,
+                                  description=f"mAP {Path(t.name(ctx.baseline).split(' (')[0]).name}")
+    for r in rows:
+        r.map50, r.map = ctx.evals[key].map50, ctx.evals[key].map
+
+
+def _agreement_images(o: BenchOptions, spec) -> list:
+    from .preprocess import list_images
+
+    if not o.agreement_images:
+        return []
+    paths = list_images(o.images) if o.images else (spec.images("val") if spec is not None else [])
+    return paths[:o.agreement_images]
+
+
+def _add_agreement(runner, t: Target, ctx: _Context, path, rows: list) -> None:
+    """Teacher agreement with the unpruned FP32 model (the first baseline row timed), once per
+    (model, precision)."""
+    from .evaluate import detect, teacher_agreement
+
+    key = ("baseline" if t.role == "baseline" else str(path), runner.info.precision)
+    if key not in ctx.agreements:
+        dets = detect(runner, ctx.agree_paths, description=f"agreement {Path(t.name(ctx.baseline)).name}")
+        if ctx.teacher is None and t.role == "baseline" and runner.info.precision == "fp32":
+            ctx.teacher = dets
+        ctx.agreements[key] = teacher_agreement(dets, ctx.teacher, runner.info.nc) if ctx.teacher else None
+    for r in rows:
+        r.agreement = ctx.agreements[key]
+
+
+def _report(rows: list, artifacts: list, baseline: str, o: BenchOptions, dev: str, hw) -> dict:
+    from .machine import machine_info
+
+    return {
         "schema_version": SCHEMA_VERSION,
         "fyexport": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine_info(),
-        "settings": {"baseline": str(baseline), "artifacts": [str(a) for a in artifacts], "runtime": runtime,
-                     "device": dev, "batches": list(batches), "img_size": list(hw), "warmup_s": warmup,
-                     "duration_s": duration, "data": str(data) if data else None,
-                     "eval_images": max_eval_images, "cv_warn": CV_WARN,
-                     "time_definitions": {
-                         "compute_ms": "model time per batch (CUDA events on GPU; wall clock on CPU)",
-                         "host_ms": "GPU only: host latency per batch with H2D/D2H copies",
-                         "e2e_ms": "per image: letterbox + inference + NMS on decoded real images",
-                         "throughput": "images/s at that batch (host latency on GPU, compute on CPU)"}},
+        "settings": {"baseline": str(baseline), "artifacts": [str(a) for a in artifacts], "runtime": o.runtime,
+                     "device": dev, "batches": list(o.batches), "img_size": list(hw), "warmup_s": o.warmup,
+                     "duration_s": o.duration, "data": str(o.data) if o.data else None,
+                     "eval_images": o.max_eval_images, "cv_warn": CV_WARN,
+                     "time_definitions": TIME_DEFINITIONS},
         "rows": [asdict(r) for r in rows],
     }
-    return report
 
 
-def _load_bench_images(images, spec, limit: int = 16) -> list:
+TIME_DEFINITIONS = {
+    "compute_ms": "model time per batch (CUDA events on GPU; wall clock on CPU)",
+    "host_ms": "GPU only: host latency per batch with H2D/D2H copies",
+    "e2e_ms": "per image: letterbox + inference + NMS on decoded real images",
+    "throughput": "images/s at that batch (host latency on GPU, compute on CPU)"}
+
+
+def _load_bench_images(images, spec, exclude=(), limit: int = 16) -> list:
     from .preprocess import BadImage, list_images, read_image
 
     paths = []
     if images:
-        paths = list_images(images)[:limit]
+        paths = list_images(images, exclude=exclude)[:limit]
         if not paths:
             raise InputError(f"{images}: no images for the end-to-end timing")
     elif spec is not None:
@@ -336,46 +368,47 @@ def _load_bench_images(images, spec, limit: int = 16) -> list:
     return out
 
 
-def _materialise_baseline(t: Target, baseline: str, work: Path, hw, dev: str, max_batch: int = 1) -> str:
-    """The unpruned baseline as the artifact type its runtime needs (exported once)."""
-    if t.path == "<baseline.onnx>":
-        out = work / "baseline.fp32.onnx"
-        if not out.exists():
-            from .export import export_onnx
-            from .models import load
+def baseline_onnx(weights, workdir, hw) -> Path:
+    """The unpruned FP32 baseline exported once to ``workdir/baseline.fp32.onnx`` (dynamic
+    batch), shared by the benchmark and the build's accuracy table."""
+    out = Path(workdir) / "baseline.fp32.onnx"
+    if not out.exists():
+        from .export import export_onnx
+        from .models import load
 
-            G_LOGGER.info(f"exporting the baseline to {out} for the ONNX Runtime comparison")
-            export_onnx(load(baseline), out, hw, dynamic_batch=True)
-        return str(out)
-    if t.path == "<baseline.engine>":
+        G_LOGGER.info(f"exporting the baseline to {out} for the ONNX Runtime comparison")
+        export_onnx(load(weights), out, hw, dynamic_batch=True)
+    return out
+
+
+def _materialise_baseline(t: Target, baseline: str, work: Path, hw, dev: str, max_batch: int = 1) -> str:
+    """The target's artifact; for the baseline's ONNX or engine, exported here once."""
+    if t.export == "onnx":
+        t.path = str(baseline_onnx(baseline, work, hw))
+    elif t.export == "engine":
         out = work / "baseline.fp32.engine"
         if not out.exists():
-            from .export import export_onnx
-            from .models import load
             from .trt.builder import BuildConfig, build_engine
 
-            onnx_path = work / "baseline.fp32.onnx"
-            if not onnx_path.exists():
-                export_onnx(load(baseline), onnx_path, hw, dynamic_batch=True)
-            build_engine(onnx_path, out, BuildConfig(precision="fp32", min_batch=1, opt_batch=max_batch,
-                                                     max_batch=max_batch))
-        return str(out)
+            build_engine(baseline_onnx(baseline, work, hw), out,
+                         BuildConfig(precision="fp32", min_batch=1, opt_batch=max_batch, max_batch=max_batch))
+        t.path = str(out)
     return t.path
 
 
-def _model_numbers(t: Target, baseline: str, info, path) -> dict:
+def _model_numbers(info, path) -> dict:
     """Size, parameters and GMACs at the benchmark size, read off the artifact itself."""
     params, gmacs = info.params, info.gmacs
     try:
         p = str(path)
         if p.endswith(".onnx"):
-            from .onnx_info import onnx_macs_params
+            from .onnx_facts import onnx_macs_params
 
             macs, params = onnx_macs_params(p)
             gmacs = round(macs / 1e9, 3)
         elif p.endswith((".pt", ".pth")):
-            from .info import count_macs_params
             from .models import load
+            from .models.stats import count_macs_params
 
             macs, params = count_macs_params(load(p).fuse(), tuple(info.input_hw))
             gmacs = round(macs / 1e9, 3)
@@ -384,7 +417,7 @@ def _model_numbers(t: Target, baseline: str, info, path) -> dict:
     return {"size_mb": info.size_mb, "params": params, "gmacs": gmacs}
 
 
-def _fill_speedups(rows: list) -> None:
+def fill_speedups(rows: list) -> None:
     base = {}
     torch_base = {}
     for r in rows:
@@ -407,7 +440,6 @@ def _fill_speedups(rows: list) -> None:
 
 
 def render(report: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from .log import table_console
@@ -415,9 +447,10 @@ def render(report: dict) -> None:
     con = table_console()
     m = report["machine"]
     where = m.get("gpu") or m.get("cpu")
-    t = Table(title=f"fyexport bench on {where} ({report['settings']['img_size'][0]}x{report['settings']['img_size'][1]})")
+    h, w = report["settings"]["img_size"]
+    t = Table(title=f"fyexport bench on {where} ({h}x{w})")
     cols = ["model", "runtime", "prec", "batch", "MB", "params", "GMACs", "median ms", "p99 ms", "FPS", "speedup",
-            "vs torch", "e2e ms", "mAP@.5:.95", "drop"]
+            "vs torch", "e2e ms", "mAP@.5:.95", "drop", "agree"]
     for c in cols:
         t.add_column(c, justify="left" if c in ("model", "runtime") else "right")
     for r in report["rows"]:
@@ -425,13 +458,16 @@ def render(report: dict) -> None:
         t.add_row(
             name, f"{r['runtime']} {r['mode']}".strip(), r["precision"], str(r["batch"]),
             _f(r["size_mb"], "{:.1f}"), _f(r["params"] and r["params"] / 1e6, "{:.2f}M"), _f(r["gmacs"], "{:.1f}"),
-            _f(r["compute_ms"]["median"], "{:.2f}") + ("!" if r["unstable"] else ""), _f(r["compute_ms"]["p99"], "{:.2f}"),
+            _f(r["compute_ms"]["median"], "{:.2f}") + ("!" if r["unstable"] else ""),
+            _f(r["compute_ms"]["p99"], "{:.2f}"),
             _f(r["throughput"], "{:.1f}"), _f(r["speedup"], "{:.2f}x"), _f(r["speedup_vs_torch"], "{:.2f}x"),
             _f(r["e2e_ms"] and r["e2e_ms"]["median"], "{:.1f}"), _f(r["map"], "{:.4f}"), _f(r["map_drop"], "{:+.2f}"),
+            _f(r.get("agreement"), "{:.3f}"),
         )
     con.print(t)
     con.print("[dim]median/p99 ms: model time per batch (CUDA events on GPU); e2e: letterbox+inference+NMS per image; "
               "speedup: vs the unpruned FP32 model on the same runtime and batch; drop: mAP points lost; "
+              "agree: teacher agreement with the unpruned FP32 model; "
               "! = unstable timing[/dim]")
 
 
@@ -492,9 +528,3 @@ def plot(report: dict, path) -> Path:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return Path(path)
-
-
-def write_json(report: dict, path) -> Path:
-    from .artifacts import write_text
-
-    return write_text(path, json.dumps(report, indent=2) + "\n")

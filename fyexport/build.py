@@ -1,16 +1,17 @@
 """``fyexport build``: checkpoint + calibration folder -> deployable artifacts and a report.
 
-Stages (each in its own module; this one only sequences them, caches them and keeps the
-manifest): load -> prune -> recover -> export -> calibrate -> engine -> eval (+ mAP gate)
--> bench.  A stage's key hashes its input files and settings; a rerun whose key and output
-hashes match does no work, so changing the calibration folder reruns calibration and what
-follows only.  Every artifact is written to a temporary name and renamed when complete,
-and ``manifest.json`` lists each one with its sha256, the stage that made it, the settings
-and the exact command.
+Stages, one method each, each calling the library function its command calls: load ->
+prune -> recover -> export -> calibrate -> eval (+ the accuracy gate) -> engine -> bench.
+Recovery is part of every pruning build; the gate compares the final model with the
+unpruned FP32 model, and a failed gate builds no engine (unless ``force``).  A stage's key
+hashes its input files and settings; a rerun whose key and output hashes match does no
+work, so changing the calibration folder reruns calibration and what follows only.  Every
+artifact is written to a temporary name and renamed when complete; ``manifest.json``
+(:mod:`fyexport.manifest`) lists each one with its sha256, the stage that made it, the
+settings and the exact command.  One build at a time per folder (a lock file says which).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import shlex
 import sys
@@ -19,14 +20,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .artifacts import cleanup_temporaries, read_json, sha256_file, sha256_json, write_json
+from .accuracy import gate_failure_line, gate_line
+from .artifacts import cleanup_temporaries, sha256_file, sha256_json, write_json
 from .errors import GateError, InputError
 from .log import G_LOGGER
+from .manifest import Manifest, StageRecord
+from .quantize import ARTIFACTS, CALIBRATION_METHODS, CalibrationOptions
+from .recover import DEFAULT_TARGET, RecoverConfig
+from .trt.builder import PRECISIONS
 
-MANIFEST = "manifest.json"
-
-
-AUTO_EXCLUDE_PRUNED = 4
+AUTO_EXCLUDE_PRUNED = 4  # sensitive scale groups kept in float when pruning (benchmarks/README.md, INT8)
+STAGES = ("load", "prune", "recover", "export", "calibrate", "eval", "engine", "bench")
+MODEL_ONNX, ENGINE = "model.onnx", "model.engine"
+PRUNED, RECOVERED = "pruned.pt", "recovered.pt"
 
 
 @dataclass
@@ -35,24 +41,30 @@ class BuildOptions:
     calib: str
     out: str
     prune: float = 0.5
-    recover_epochs: int = 0
+    recover_epochs: int = 100  # epoch limit (0: no recovery); the target or the time limit usually stops first
     data: str | None = None
-    img_size: int = 640
+    img_size: object = 640  # N or (H, W); normalized to a stride multiple by validate()
     batch: int = 1
     precision: str = "int8"
     method: str = "search"  # entropy per group unless it clearly hurts (quantize/search.py)
-    max_map_drop: float = 1.0
+    max_map_drop: float | None = None  # None: gate_allowance()
     device: str = "auto"
     num_images: int = 500
     seed: int = 0
     importance: str = "l2"
     round_to: int = 8
     exclude: str | None = None
+    recover: bool = True
     recover_batch: int = 16
-    recover_lr: float = 1e-3
+    recover_lr: float = RecoverConfig.lr
     recover_crop: int | None = None
-    recover_minutes: float | None = None
+    recover_minutes: float | None = None  # None: DEFAULT_MINUTES of the device
     recover_images: int | None = None
+    recover_target: float = DEFAULT_TARGET
+    recover_workers: int | None = None
+    recover_cache: str = "auto"
+    train_images: str | None = None
+    force: bool = False  # build the engine even when the accuracy gate fails
     eval_images: int | None = None
     bench: bool = True
     bench_duration: float = 2.0
@@ -62,18 +74,25 @@ class BuildOptions:
 
     @property
     def sensitive_groups_in_float(self) -> int:
-        """--auto-exclude as given, else 4 for a pruned model and 0 for an unpruned one: plain
-        entropy calibration cost the 80-min pruned+recovered yolov7-shapes 2.0 / 1.8 points of
-        mAP@.5:.95 (U8S8 / S8S8), and keeping its four most sensitive scale groups in float
-        brought that to 0.4 / 0.15 (--method search: 0.26 / 0.08)."""
+        """--auto-exclude as given, else 4 for a pruned model and 0 for an unpruned one."""
         if self.auto_exclude is not None:
             return self.auto_exclude
         return AUTO_EXCLUDE_PRUNED if self.prune > 0 else 0
 
+    def calibration(self) -> CalibrationOptions:
+        return CalibrationOptions(num_images=self.num_images, method=self.method, seed=self.seed,
+                                  exclude=self.exclude, bias_correction=self.bias_correction,
+                                  auto_exclude=self.sensitive_groups_in_float)
+
     def validate(self) -> None:
+        """Every option checked before any stage runs (a bad value must not surface after
+        pruning and recovery)."""
         from .errors import check_file
+        from .preprocess import normalize_img_size
 
         check_file(self.weights, "checkpoint", (".pt", ".pth"))
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise InputError(f"{self.out}: exists and is a file", "-o names the build's output folder")
         c = Path(self.calib)
         if not c.is_dir():
             raise InputError(f"{c}: calibration folder not found" if not c.exists() else f"{c}: not a folder",
@@ -82,30 +101,52 @@ class BuildOptions:
             raise InputError(f"--prune must be in [0, 1), got {self.prune}")
         if self.recover_epochs < 0:
             raise InputError("--recover-epochs must be >= 0")
-        if self.recover_epochs and not self.prune:
-            raise InputError("--recover-epochs needs --prune > 0 (there is nothing to recover)")
-        if self.precision not in ("int8", "fp16", "fp32"):
+        if self.max_map_drop is not None and self.max_map_drop < 0:
+            raise InputError(f"--max-map-drop must be >= 0, got {self.max_map_drop}")
+        if self.train_images is not None and not Path(self.train_images).is_dir():
+            raise InputError(f"{self.train_images}: --train-images must be a folder of images")
+        if self.precision not in PRECISIONS:
             raise InputError(f"--precision must be int8, fp16 or fp32, got {self.precision!r}")
-        if self.batch < 1 or self.img_size < 32:
-            raise InputError("--batch must be >= 1 and --img-size >= 32")
-        if self.recover_epochs:
-            from .recover import RecoverConfig
-
-            RecoverConfig(epochs=self.recover_epochs, img_size=self.img_size, batch=self.recover_batch,
-                          crop=self.recover_crop).validate()
+        if self.method not in CALIBRATION_METHODS:
+            raise InputError(f"--method must be one of {', '.join(CALIBRATION_METHODS)}, got {self.method!r}")
+        if self.batch < 1:
+            raise InputError("--batch must be >= 1")
+        self.img_size = normalize_img_size(self.img_size)
+        if min(self.img_size) < 32:
+            raise InputError("--img-size must be >= 32")
+        self.calibration().validate()
+        if self.recovers:
+            self.recover_config().validate()
         if self.data is not None:
             from .data import load_data_yaml
 
             load_data_yaml(self.data)
 
+    @property
+    def recovers(self) -> bool:
+        return self.prune > 0 and self.recover and self.recover_epochs > 0
+
+    def recover_config(self) -> RecoverConfig:
+        from .recover import default_minutes
+
+        minutes = self.recover_minutes if self.recover_minutes is not None else default_minutes(self.device)
+        return RecoverConfig(epochs=self.recover_epochs or 1, img_size=self.img_size, batch=self.recover_batch,
+                             lr=self.recover_lr, max_images=self.recover_images, seed=self.seed, device=self.device,
+                             crop=self.recover_crop, time_budget_s=minutes * 60,
+                             target=self.recover_target if self.recover_target < 1 else None,
+                             workers=self.recover_workers, cache=self.recover_cache)
+
 
 @dataclass
-class StageRecord:
-    key: str
-    status: str
-    outputs: dict = field(default_factory=dict)
-    seconds: float = 0.0
-    info: dict = field(default_factory=dict)
+class _Flow:
+    """What the stages hand each other."""
+
+    base: dict = field(default_factory=dict)
+    model_file: str = ""
+    model_sha: str = ""
+    onnx_sha: str = ""
+    engine: Path | None = None
+    gate: dict | None = None
 
 
 class Build:
@@ -113,351 +154,360 @@ class Build:
         self.o = opts
         self.out = Path(opts.out)
         self.command = command or " ".join(shlex.quote(a) for a in ["fyexport", *sys.argv[1:]])
-        self.manifest = self._load_manifest()
-        self.stages: dict[str, StageRecord] = {}
         self.t0 = time.time()
+        self.flow = _Flow()
 
-    # -- manifest ------------------------------------------------------------------
-    def _load_manifest(self) -> dict:
-        p = self.out / MANIFEST
-        if p.exists():
+    # -- running -----------------------------------------------------------------------------
+    def run(self) -> dict | None:
+        """The build; under torchrun every process recovers and only rank 0 runs the rest
+        (the other ranks return None)."""
+        from .artifacts import folder_lock
+        from .recover import dist
+
+        self.o.validate()
+        self.d = dist.setup(_device(self.o.device)) if dist.launched_by_torchrun() else dist.Dist()
+        if not self.d.main:
+            return self._recovery_rank()
+        self.out.mkdir(parents=True, exist_ok=True)
+        with folder_lock(self.out, self.command):
+            self.manifest = Manifest(self.out, self.command, asdict(self.o), __version__)
+            removed = cleanup_temporaries(self.out)
+            if removed:
+                G_LOGGER.info(f"removed {removed} temporary file(s) left by an interrupted run")
             try:
-                return json.loads(p.read_text())
-            except ValueError:
-                G_LOGGER.warning(f"{p}: unreadable manifest; every stage reruns")
-        return {}
+                return self._stages()
+            except GateError:
+                raise
+            except KeyboardInterrupt:
+                self.manifest.save("interrupted")
+                raise
+            except BaseException:
+                self.manifest.save("failed")
+                raise
 
-    def save_manifest(self, status: str = "running") -> None:
-        artifacts = []
-        for name, rec in self.stages.items():
-            for label, o in rec.outputs.items():
-                artifacts.append({"path": o["path"], "sha256": o["sha256"], "bytes": o["bytes"], "stage": name,
-                                  "artifact": label})
-        doc = {"fyexport": __version__, "status": status, "command": self.command,
-               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "settings": asdict(self.o),
-               "stages": {k: asdict(v) for k, v in self.stages.items()}, "artifacts": artifacts}
-        write_json(self.out / MANIFEST, doc)
+    def _stages(self) -> dict:
+        o, f = self.o, self.flow
+        self.w_sha = sha256_file(o.weights)
+        self.data_sha = sha256_file(o.data) if o.data else None
+        self.imgs = self._calibration_images()
+        f.base = self.load()
+        f.model_file, f.model_sha = o.weights, self.w_sha
+        self.prune()
+        self.recover()
+        self.export()
+        self.calibrate()
+        self.evaluate()
+        self.engine()
+        self.bench()
+        passed = f.gate is None or f.gate["passed"]
+        self.manifest.save("done" if passed else "failed-gate")
+        summary = self.summary()
+        if not passed:
+            err = GateError(gate_failure_line(f.gate, self.out))
+            err.summary = summary  # the report is still worth showing above the one line
+            raise err
+        return summary
 
-    # -- caching ---------------------------------------------------------------------
-    def _outputs_intact(self, rec: dict) -> bool:
+    def _calibration_images(self):
+        from .preprocess import select_images
+
+        return select_images(self.o.calib, self.o.num_images, self.o.seed, exclude=[self.out])
+
+    def stage(self, name: str, key_inputs: dict, outputs: dict, fn) -> StageRecord:
+        """Run ``fn()`` unless a previous run with the same key left intact outputs.
+        ``outputs`` maps labels to file names (relative to the build folder)."""
+        key = sha256_json(key_inputs)
+        prev = self.manifest.previous_stage(name)
+        label = f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name}"
+        G_LOGGER.debug(lambda: f"{name} key {key[:12]} of {json.dumps(key_inputs, default=str, sort_keys=True)}")
+        if self.cached(name, key_inputs):
+            rec = StageRecord(key, "cached", prev["outputs"], 0.0, prev.get("info", {}))
+            G_LOGGER.info(f"{label}: cached")
+            G_LOGGER.event("stage", stage=name, status="cached")
+            self.manifest.record(name, rec)
+            return rec
+        G_LOGGER.info(f"{label}: " + ("inputs or settings changed, running again" if prev and prev.get("key") != key
+                                      else "running"))
+        G_LOGGER.event("stage", stage=name, status="running")
+        t = time.time()
+        info = fn() or {}
+        made = {lab: self.out / fname for lab, fname in outputs.items() if (self.out / fname).exists()}
+        outs = {lab: {"path": outputs[lab], "sha256": sha256_file(p), "bytes": p.stat().st_size}
+                for lab, p in made.items()}
+        rec = StageRecord(key, "done", outs, round(time.time() - t, 2), info)
+        self.manifest.record(name, rec)
+        self.manifest.save()
+        G_LOGGER.event("stage", stage=name, status="done", seconds=rec.seconds)
+        return rec
+
+    def cached(self, name: str, key_inputs: dict) -> bool:
+        prev = self.manifest.previous_stage(name)
+        return bool(prev and prev.get("key") == sha256_json(key_inputs) and prev.get("status") in ("done", "cached")
+                    and self._intact(prev))
+
+    def _intact(self, rec: dict) -> bool:
         for o in rec.get("outputs", {}).values():
             p = self.out / o["path"]
             if not p.exists() or p.stat().st_size != o["bytes"] or sha256_file(p) != o["sha256"]:
                 return False
         return True
 
-    def stage(self, name: str, key_inputs: dict, outputs: dict, fn, n: int, total: int) -> StageRecord:
-        """Run ``fn()`` unless a previous run with the same key left intact outputs.
-        ``outputs`` maps labels to file names (relative to the build folder)."""
-        key = sha256_json(key_inputs)
-        prev = (self.manifest.get("stages") or {}).get(name)
-        label = f"[{n}/{total}] {name}"
-        if prev and prev.get("key") == key and prev.get("status") in ("done", "cached") and self._outputs_intact(prev):
-            rec = StageRecord(key, "cached", prev["outputs"], 0.0, prev.get("info", {}))
-            G_LOGGER.info(f"{label}: cached")
-            G_LOGGER.event("stage", stage=name, status="cached")
-            self.stages[name] = rec
-            return rec
-        if prev and prev.get("key") != key:
-            G_LOGGER.info(f"{label}: inputs or settings changed, running again")
-        else:
-            G_LOGGER.info(f"{label}: running")
-        G_LOGGER.event("stage", stage=name, status="running")
-        t = time.time()
-        info = fn() or {}
-        outs = {}
-        for lab, fname in outputs.items():
-            p = self.out / fname
-            if p.exists():
-                outs[lab] = {"path": fname, "sha256": sha256_file(p), "bytes": p.stat().st_size}
-        rec = StageRecord(key, "done", outs, round(time.time() - t, 2), info)
-        self.stages[name] = rec
-        self.save_manifest()
-        G_LOGGER.event("stage", stage=name, status="done", seconds=rec.seconds)
-        return rec
-
-    def skip(self, name: str, why: str, n: int, total: int) -> None:
-        G_LOGGER.info(f"[{n}/{total}] {name}: skipped ({why})")
-        self.stages[name] = StageRecord("", "skipped", {}, 0.0, {"reason": why})
+    def skip(self, name: str, why: str) -> None:
+        G_LOGGER.info(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name}: skipped ({why})")
+        self.manifest.record(name, StageRecord("", "skipped", {}, 0.0, {"reason": why}))
 
     def path(self, name: str) -> Path:
         return self.out / name
 
-    # -- the pipeline -----------------------------------------------------------------
-    def run(self) -> dict:
+    # -- the stages --------------------------------------------------------------------------
+    def load(self) -> dict:
+        """Validates the checkpoint once (cached by its hash) and checks the data's classes."""
         o = self.o
-        o.validate()
-        self.out.mkdir(parents=True, exist_ok=True)
-        removed = cleanup_temporaries(self.out)
-        if removed:
-            G_LOGGER.info(f"removed {removed} temporary file(s) left by an interrupted run")
-        trt_ok = _tensorrt_available()
-        total = 8
-        w_sha = sha256_file(o.weights)
-        from .quantize.collect import select_images
 
-        imgs = select_images(o.calib, o.num_images, o.seed)
-        data_sha = sha256_file(o.data) if o.data else None
-
-        # 1. load (validates the checkpoint once; cached by its hash)
-        def do_load():
-            from .info import describe_model
+        def run():
             from .models import load
+            from .models.stats import describe_model
 
-            m = load(o.weights)
-            d = describe_model(m.fuse(), o.img_size)
+            d = describe_model(load(o.weights).fuse(), o.img_size)
             return {"nc": d["nc"], "names": d["names"], "params": d["params"], "gmacs": d["gmacs"],
                     "head": d["source_head"]}
 
-        base = self.stage("load", {"weights": w_sha, "img": o.img_size}, {}, do_load, 1, total).info
+        base = self.stage("load", {"weights": self.w_sha, "img": list(o.img_size)}, {}, run).info
         if o.data:
             from .data import load_data_yaml
 
             spec = load_data_yaml(o.data)
             if spec.nc != base["nc"]:
                 raise InputError(f"{o.data}: has {spec.nc} classes but {o.weights} has {base['nc']}")
+        return base
 
-        # 2. prune
-        model_file, model_sha = o.weights, w_sha
-        if o.prune > 0:
-            def do_prune():
-                from .models import load, save
-                from .prune import prune
+    def prune(self) -> None:
+        o = self.o
+        if o.prune <= 0:
+            return self.skip("prune", "--prune 0")
 
-                pm, res = prune(load(o.weights), o.prune, o.importance, o.round_to or None, count_size=o.img_size,
-                                ignore=None)
-                save(pm, self.path("pruned.pt"))
-                return res.to_dict()
+        def run():
+            from .models import load, save
+            from .prune import prune
 
-            rec = self.stage("prune", {"weights": w_sha, "ratio": o.prune, "importance": o.importance,
-                                       "round_to": o.round_to, "size": o.img_size}, {"model": "pruned.pt"},
-                             do_prune, 2, total)
-            model_file, model_sha = str(self.path("pruned.pt")), rec.outputs["model"]["sha256"]
-        else:
-            self.skip("prune", "--prune 0", 2, total)
+            # with recovery, the training graph is pruned: its BatchNorm re-estimates statistics for
+            # the new widths and makes recovery much faster (benchmarks/README.md); export fuses it
+            pm, res = prune(load(o.weights), o.prune, o.importance, o.round_to or None, count_size=o.img_size,
+                            fuse=not o.recovers)
+            save(pm, self.path(PRUNED))
+            return res.to_dict()
 
-        # 3. recover: on the data set's training split when --data is given (labels add the
-        # supervised loss), else label-free on the calibration images
-        if o.prune > 0 and o.recover_epochs > 0:
-            if o.data:
-                from .data import load_data_yaml
-                from .preprocess import file_list_hash
+        rec = self.stage("prune", {"weights": self.w_sha, "ratio": o.prune, "importance": o.importance,
+                                   "round_to": o.round_to, "size": list(o.img_size), "fused": not o.recovers},
+                         {"model": PRUNED}, run)
+        self.flow.model_file, self.flow.model_sha = str(self.path(PRUNED)), rec.outputs["model"]["sha256"]
 
-                rspec = load_data_yaml(o.data)
-                rpaths = rspec.images("train")
-                r_hash = file_list_hash(rpaths)
-            else:
-                rspec, rpaths, r_hash = None, imgs.paths, imgs.list_hash
+    def heldout(self):
+        """(training images, HoldOut): with --data its validation split (training keeps every
+        image), else images held out of the calibration folder; recovery never trains on them."""
+        from .recover import holdout_for, training_images
 
-            def do_recover():
-                from .models import load
-                from .recover import RecoverConfig, recover
+        if not hasattr(self, "_split"):
+            o = self.o
+            paths, spec = training_images(o.calib, o.data, exclude=[self.out],
+                                          extra=[o.train_images] if o.train_images else [])
+            cfg = o.recover_config()
+            self._split = (*holdout_for(paths, spec, cfg, self.flow.base["nc"]), spec)
+        return self._split
 
-                cfg = RecoverConfig(epochs=o.recover_epochs, img_size=o.img_size, batch=o.recover_batch,
-                                    lr=o.recover_lr, max_images=o.recover_images, seed=o.seed, device=o.device,
-                                    crop=o.recover_crop,
-                                    time_budget_s=o.recover_minutes * 60 if o.recover_minutes else None)
-                _, summary = recover(load(model_file), load(o.weights), rpaths, self.path("recovered.pt"), cfg,
-                                     data=rspec, resume=True)
-                return {k: v for k, v in summary.items() if k != "history"}
-
-            rec = self.stage("recover", {"model": model_sha, "teacher": w_sha, "images": r_hash,
-                                         "data": data_sha, "epochs": o.recover_epochs, "batch": o.recover_batch,
-                                         "lr": o.recover_lr, "max": o.recover_images, "seed": o.seed,
-                                         "crop": o.recover_crop, "minutes": o.recover_minutes,
-                                         "size": o.img_size}, {"model": "recovered.pt"}, do_recover, 3, total)
-            model_file, model_sha = str(self.path("recovered.pt")), rec.outputs["model"]["sha256"]
-        else:
-            self.skip("recover", "no pruning" if not o.prune else "--recover-epochs 0", 3, total)
+    def recover(self) -> None:
+        """Recovery by default whenever the model is pruned: on the calibration folder, the
+        --data train split and --train-images, until the target, the time or the epoch limit."""
+        o, f = self.o, self.flow
+        if not o.recovers:
+            self.skip("recover", "no pruning" if not o.prune else "--no-recover")
             if o.prune > 0:
-                G_LOGGER.warning("the pruned model was not recovered: expect a large accuracy loss "
-                                 "(use --recover-epochs)")
+                G_LOGGER.warning("the pruned model is not recovered: expect a large accuracy loss; the accuracy "
+                                 "gate decides")
+            return
+        from .preprocess import file_list_hash
+        from .recover import dist
 
-        # 4. export
-        def do_export():
+        paths, holdout, spec = self.heldout()
+        pruned, cfg = f.model_file, o.recover_config()
+        key = {"model": f.model_sha, "teacher": self.w_sha, "images": file_list_hash(paths),
+               "holdout": file_list_hash(holdout.images) if holdout else None, "data": self.data_sha,
+               "config": cfg.key()}
+        dist.broadcast_flag(self.d, not self.cached("recover", key))  # the other ranks recover with this one
+
+        def run():
+            summary = self._recover(pruned)[1]
+            return {k: v for k, v in summary.items() if k not in ("history",)}
+
+        rec = self.stage("recover", key, {"model": RECOVERED}, run)
+        f.model_file, f.model_sha = str(self.path(RECOVERED)), rec.outputs["model"]["sha256"]
+
+    def _recover(self, pruned):
+        from .models import load
+        from .recover import recover
+
+        paths, holdout, spec = self.heldout()
+        return recover(load(pruned), load(self.o.weights), paths, self.path(RECOVERED), self.o.recover_config(),
+                       data=spec, resume=True, holdout=holdout)
+
+    def _recovery_rank(self) -> None:
+        """A torchrun rank other than 0: wait for rank 0 to prune, then recover beside it."""
+        from .models import load
+        from .recover import dist
+
+        o = self.o
+        self.flow.base = {"nc": load(o.weights).nc}
+        if o.recovers and dist.broadcast_flag(self.d, False):
+            self._recover(self.path(PRUNED))
+        dist.teardown(self.d)
+        return None
+
+    def export(self) -> None:
+        o, f = self.o, self.flow
+        model_file = f.model_file
+
+        def run():
             from .export import export_onnx
             from .models import load
 
-            r = export_onnx(load(model_file), self.path("model.onnx"), o.img_size, o.batch)
+            r = export_onnx(load(model_file), self.path(MODEL_ONNX), o.img_size, o.batch)
             return {"simplified": r.simplified, "input": r.input_shape, "output": r.output_shape}
 
-        rec = self.stage("export", {"model": model_sha, "size": o.img_size, "batch": o.batch},
-                         {"onnx": "model.onnx"}, do_export, 4, total)
-        onnx_sha = rec.outputs["onnx"]["sha256"]
+        rec = self.stage("export", {"model": f.model_sha, "size": list(o.img_size), "batch": o.batch},
+                         {"onnx": MODEL_ONNX}, run)
+        f.onnx_sha = rec.outputs["onnx"]["sha256"]
 
-        # 5. calibrate + Q/DQ
-        deploy_onnx = self.path("model.onnx")
-        if o.precision == "int8":
-            def do_calibrate():
-                from .quantize import calibrate
+    def calibrate(self) -> None:
+        o = self.o
+        if o.precision != "int8":
+            return self.skip("calibrate", f"--precision {o.precision}")
+        copts = o.calibration()
 
-                r = calibrate(self.path("model.onnx"), o.calib, self.out, o.num_images, 8, o.method,
-                              seed=o.seed, exclude=o.exclude, bias_correction=o.bias_correction,
-                              auto_exclude=o.sensitive_groups_in_float)
-                return {"method": r.method, "images_used": r.images_used, "images_skipped": r.images_skipped,
-                        "seconds": round(r.seconds, 1)}
+        def run():
+            from .quantize import calibrate
 
-            self.stage("calibrate", {"onnx": onnx_sha, "images": imgs.list_hash, "method": o.method,
-                                     "num": o.num_images, "seed": o.seed, "exclude": o.exclude,
-                                     "bias_correction": o.bias_correction, "auto_exclude": o.sensitive_groups_in_float},
-                       {"cache": "calib.cache", "calib_json": "calib.json", "qdq": "model.qdq.onnx",
-                        "qdq_fp16": "model.qdq.fp16.onnx", "qdq_cpu": "model.qdq.cpu.onnx"}, do_calibrate, 5, total)
-            deploy_onnx = self.path("model.qdq.fp16.onnx")
-        else:
-            self.skip("calibrate", f"--precision {o.precision}", 5, total)
+            r = calibrate(self.path(MODEL_ONNX), self.imgs, self.out, copts)
+            return {"method": r.method, "images_used": r.images_used, "images_skipped": r.images_skipped,
+                    "seconds": round(r.seconds, 1)}
 
-        # 6. engine
-        engine_file = None
-        if trt_ok:
-            def do_engine():
-                from .trt.builder import BuildConfig, build_engine
+        key = {"onnx": self.flow.onnx_sha, "images": self.imgs.list_hash, **asdict(copts)}
+        outputs = {k: ARTIFACTS[k] for k in ("cache", "json", "trt", "trt-fp16", "cpu")}
+        self.stage("calibrate", key, outputs, run)
 
-                import tensorrt as trt
+    def engine(self) -> None:
+        from .machine import gpu_facts, tensorrt_usable, tensorrt_version
 
-                src = deploy_onnx
-                if o.precision == "int8" and int(trt.__version__.split(".")[0]) < 11:
-                    src = self.path("model.qdq.onnx")
-                r = build_engine(src, self.path("model.engine"), BuildConfig(precision=o.precision,
-                                                                             workspace_gib=o.workspace_gib))
-                return {"int8_layers": r.meta["int8_layers"], "layers": r.meta["layers"],
-                        "tensorrt": r.meta["tensorrt"], "gpu": r.meta.get("gpu")}
-
-            self.stage("engine", {"onnx": sha256_file(deploy_onnx), "precision": o.precision,
-                                  "trt": _trt_version(), "gpu": _gpu_name()},
-                       {"engine": "model.engine", "engine_json": "model.engine.json"}, do_engine, 6, total)
-            engine_file = self.path("model.engine")
-        else:
-            target = "model.qdq.fp16.onnx" if o.precision == "int8" else "model.onnx"
-            self.skip("engine", "TensorRT and a GPU are not available here", 6, total)
+        o, f = self.o, self.flow
+        if f.gate is not None and not f.gate["passed"] and not o.force:
+            return self.skip("engine", "the accuracy gate failed (--force builds it anyway)")
+        if not tensorrt_usable():
+            target = ARTIFACTS["trt-fp16"] if o.precision == "int8" else MODEL_ONNX
+            self.skip("engine", "TensorRT and a GPU are not available here")
             G_LOGGER.info(f"build the engine on the target GPU with: fyexport engine {self.path(target)} -o "
-                          f"model.engine --precision {o.precision}   (or: trtexec --onnx={self.path(target)} "
-                          f"--stronglyTyped --saveEngine=model.engine)")
+                          f"{ENGINE} --precision {o.precision}   (or: trtexec --onnx={self.path(target)} "
+                          f"--stronglyTyped --saveEngine={ENGINE})")
+            return
+        from .trt import import_trt
+        from .trt.builder import BuildConfig, build_engine, preferred_qdq_flavour
+        from .trt.sidecar import sidecar_path
 
-        # 7. eval + gate
-        gate = None
-        if o.data:
-            cands = {"fp32": self.path("model.onnx")}
-            if o.precision == "int8":
-                cands["int8"] = engine_file or self.path("model.qdq.cpu.onnx")
-            elif engine_file:
-                cands[o.precision] = engine_file
+        src = self.path(ARTIFACTS[preferred_qdq_flavour(import_trt())] if o.precision == "int8" else MODEL_ONNX)
 
-            def do_eval():
-                from .evaluate import evaluate
-                from .runners import open_runner
+        def run():
+            r = build_engine(src, self.path(ENGINE), BuildConfig(precision=o.precision, workspace_gib=o.workspace_gib))
+            return {k: r.meta.get(k) for k in ("int8_layers", "layers", "tensorrt", "gpu")}
 
-                res = {}
-                if o.prune > 0:  # the unpruned model too, so the cost of pruning is visible
-                    base_onnx = self.out / "bench" / "baseline.fp32.onnx"
-                    if not base_onnx.exists():
-                        from .export import export_onnx
-                        from .models import load
+        self.stage("engine", {"onnx": sha256_file(src), "precision": o.precision, "trt": tensorrt_version(),
+                              "gpu": gpu_facts(with_driver=False).get("gpu")},
+                   {"engine": ENGINE, "engine_json": sidecar_path(ENGINE).name}, run)
+        f.engine = self.path(ENGINE)
 
-                        export_onnx(load(o.weights), base_onnx, o.img_size, dynamic_batch=True)
-                    cands_all = {"unpruned fp32": base_onnx, **cands}
-                else:
-                    cands_all = cands
-                for k, p in cands_all.items():
-                    with open_runner(str(p), device=o.device if str(p).endswith(".engine") else "cpu") as r:
-                        e = evaluate(r, o.data, max_images=o.eval_images, description=f"mAP {k}")
-                    res[k] = {"artifact": Path(p).name, "map50": e.map50, "map": e.map, "images": e.images}
-                write_json(self.path("eval.json"), res)
-                return res
+    def evaluate(self) -> None:
+        """Accuracy of the unpruned FP32, the pruned FP32 and the INT8 models side by side
+        (labelled mAP with --data, teacher agreement always), and the gate: the final model
+        against the unpruned FP32 model."""
+        from .accuracy import candidates, gate, measure
 
-            rec = self.stage("eval", {k: sha256_file(v) for k, v in cands.items()} |
-                             {"data": data_sha, "n": o.eval_images, "weights": w_sha, "prune": o.prune},
-                             {"eval": "eval.json"}, do_eval, 7, total)
-            ev = rec.info
-            low = [k for k in ev if k not in ("fp32", "unpruned fp32")]
-            if low:
-                drop = 100 * (ev["fp32"]["map"] - ev[low[0]]["map"])
-                gate = {"precision": low[0], "drop_points": round(drop, 2), "max_drop": o.max_map_drop,
-                        "passed": drop <= o.max_map_drop}
-        else:
-            self.skip("eval", "no --data", 7, total)
+        o = self.o
+        models = candidates(self.out, o.precision, o.prune > 0, self.path(MODEL_ONNX), ARTIFACTS)
+        _, holdout, spec = self.heldout()
+        hw = o.img_size
 
-        # 8. bench
-        if o.bench:
-            arts = [str(self.path("model.onnx"))]
-            if o.precision == "int8":
-                arts.append(str(self.path("model.qdq.cpu.onnx")))
-            if engine_file:
-                arts.append(str(engine_file))
+        def run():
+            from .bench import baseline_onnx
 
-            def do_bench():
-                from .bench import plot, run_bench, write_json as write_report
+            paths = {k: (baseline_onnx(o.weights, self.out / "bench", hw) if v is None else v)
+                     for k, v in models.items()}
+            res = measure(paths, spec, holdout, o.eval_images)
+            write_json(self.path("eval.json"), res)
+            return res
 
-                rep = run_bench(arts, o.weights, runtime="auto" if engine_file else "onnxruntime", device=o.device,
-                                batches=(o.batch,), img_size=o.img_size, warmup=0.2, duration=o.bench_duration,
-                                images=o.calib, e2e=True, workdir=self.out / "bench")
-                write_report(rep, self.path("bench.json"))
-                plot(rep, self.path("bench.png"))
-                return {"rows": [{k: r[k] for k in ("model", "runtime", "precision", "batch", "speedup")}
-                                 | {"median_ms": r["compute_ms"]["median"]} for r in rep["rows"]]}
+        key = {k: sha256_file(v) if v is not None else self.w_sha for k, v in models.items()} | {
+            "data": self.data_sha, "n": o.eval_images, "holdout": [str(p) for p in holdout.images] if holdout else None}
+        ev = self.stage("eval", key, {"eval": "eval.json"}, run).info
+        self.flow.gate = gate(ev, o.max_map_drop, o.recover_target if o.recovers else None)
 
-            self.stage("bench", {"artifacts": [sha256_file(a) for a in arts], "baseline": w_sha,
-                                 "size": o.img_size, "batch": o.batch, "duration": o.bench_duration,
-                                 "images": imgs.list_hash}, {"bench": "bench.json", "plot": "bench.png"},
-                       do_bench, 8, total)
-        else:
-            self.skip("bench", "--no-bench", 8, total)
+    def bench(self) -> None:
+        o, f = self.o, self.flow
+        if not o.bench:
+            return self.skip("bench", "--no-bench")
+        arts = [str(self.path(MODEL_ONNX))]
+        if o.precision == "int8":
+            arts.append(str(self.path(ARTIFACTS["cpu"])))
+        if f.engine:
+            arts.append(str(f.engine))
 
-        status = "done" if gate is None or gate["passed"] else "failed-gate"
-        self.save_manifest(status)
-        summary = self.summary(base, gate)
-        if gate is not None and not gate["passed"]:
-            summary["status"] = status
-            raise GateError(f"mAP gate failed: {gate['precision']} loses {gate['drop_points']:.2f} points of "
-                            f"mAP@.5:.95 against FP32 (allowed {o.max_map_drop}); artifacts kept in {self.out}",
-                            "Try another --method (search, minmax, mse), --auto-exclude 4 or 8, "
-                            "or more calibration images")
-        return summary
+        def run():
+            from .bench import BenchOptions, plot, run_bench
 
-    def summary(self, base: dict, gate) -> dict:
+            rep = run_bench(arts, o.weights, BenchOptions(
+                runtime="auto" if f.engine else "onnxruntime", device=o.device, batches=(o.batch,),
+                img_size=o.img_size, warmup=0.2, duration=o.bench_duration, images=o.calib, images_exclude=(self.out,),
+                workdir=self.out / "bench",
+                agreement_images=0))  # the build's accuracy table measures agreement on held-out images
+            write_json(self.path("bench.json"), rep)
+            plot(rep, self.path("bench.png"))
+            return {"rows": [{k: r[k] for k in ("model", "runtime", "precision", "batch", "speedup")}
+                             | {"median_ms": r["compute_ms"]["median"]} for r in rep["rows"]]}
+
+        self.stage("bench", {"artifacts": [sha256_file(a) for a in arts], "baseline": self.w_sha,
+                             "size": list(o.img_size), "batch": o.batch, "duration": o.bench_duration,
+                             "images": self.imgs.list_hash}, {"bench": "bench.json", "plot": "bench.png"}, run)
+
+    # -- report ------------------------------------------------------------------------------
+    def summary(self) -> dict:
         def info(name):
-            rec = self.stages.get(name)
+            rec = self.manifest.stages.get(name)
             return rec.info if rec is not None and rec.status != "skipped" else None
 
-        return {"out": str(self.out), "stages": {k: v.status for k, v in self.stages.items()},
-                "base": base, "prune": info("prune"), "eval": info("eval"), "gate": gate, "bench": info("bench"),
-                "seconds": round(time.time() - self.t0, 1)}
+        return {"out": str(self.out), "stages": {k: v.status for k, v in self.manifest.stages.items()},
+                "base": self.flow.base, "prune": info("prune"), "recover": info("recover"), "eval": info("eval"),
+                "gate": self.flow.gate, "bench": info("bench"), "seconds": round(time.time() - self.t0, 1)}
 
 
-def _tensorrt_available() -> bool:
-    if importlib.util.find_spec("tensorrt") is None:
-        return False
-    try:
-        import torch
+def _device(device: str) -> str:
+    from .runners.torch_runner import resolve_device
 
-        return bool(torch.cuda.is_available())
-    except Exception:  # noqa: BLE001
-        return False
+    return resolve_device(device)
 
 
-def _trt_version() -> str | None:
-    try:
-        import tensorrt as trt
-
-        return trt.__version__
-    except ImportError:
-        return None
-
-
-def _gpu_name() -> str | None:
-    try:
-        import torch
-
-        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def run_build(opts: BuildOptions, command: str | None = None) -> dict:
+def run_build(opts: BuildOptions, command: str | None = None) -> dict | None:
     return Build(opts, command).run()
 
 
+def demo_options(out: Path, calib: Path, data: Path, num_images: int, prune: float = 0.3, recover_epochs: int = 100,
+                 recover_minutes: float = 4.0, device: str = "auto") -> BuildOptions:
+    """``fyexport demo``: the build on the bundled yolov7-tiny and generated shapes data, sized
+    for a few minutes on a 2-core CPU (recovery on 320x320 crops, at most ``recover_minutes``)."""
+    from .models import BUNDLED_CHECKPOINT
+
+    return BuildOptions(weights=str(BUNDLED_CHECKPOINT), calib=str(calib), out=str(out), prune=prune, data=str(data),
+                        recover_epochs=recover_epochs, img_size=640, batch=1, precision="int8", method="search",
+                        device=device, num_images=num_images, recover_batch=16, recover_crop=320,
+                        recover_minutes=recover_minutes, bench_duration=2.0)
+
+
 def render_summary(s: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from .log import table_console
@@ -474,17 +524,24 @@ def render_summary(s: dict) -> None:
         con.print(f"pruned {p['ratio']:g}: {p['params_before'] / 1e6:.2f}M -> {p['params_after'] / 1e6:.2f}M params, "
                   f"{p['macs_before'] / 1e9:.2f} -> {p['macs_after'] / 1e9:.2f} GMACs @{p['count_size']} "
                   f"({p['macs_ratio']:.2f}x)")
+    if s.get("recover"):
+        r = s["recover"]
+        best = r.get("best") or {}
+        con.print(f"recovered: {r['iterations']} steps in {r['seconds'] / 60:.1f} min on {r['device']} "
+                  f"x{r.get('world_size', 1)}, stopped by {r.get('stopped')}"
+                  + (f"; kept {best['kept']:.1%} of the teacher on held-out images" if best else ""))
     if s.get("eval"):
-        e = Table(title="accuracy (validation split)")
-        for c in ("model", "artifact", "mAP@.5", "mAP@.5:.95"):
+        labelled = any("map" in v for v in s["eval"].values())
+        e = Table(title="accuracy (images recovery never trained on)")
+        for c in ("model", "artifact", *(("mAP@.5", "mAP@.5:.95") if labelled else ()), "teacher agreement"):
             e.add_column(c)
         for k, v in s["eval"].items():
-            e.add_row(k, v["artifact"], f"{v['map50']:.4f}", f"{v['map']:.4f}")
+            e.add_row(k, v["artifact"], *((f"{v['map50']:.4f}", f"{v['map']:.4f}") if labelled else ()),
+                      f"{v['agreement']:.4f}")
         con.print(e)
     if s.get("gate"):
         g = s["gate"]
-        con.print(f"mAP gate: {g['precision']} drop {g['drop_points']:+.2f} points (max {g['max_drop']}) -> "
-                  + ("[green]passed[/green]" if g["passed"] else "[red]FAILED[/red]"))
+        con.print(gate_line(g) + " -> " + ("[green]passed[/green]" if g["passed"] else "[red]FAILED[/red]"))
     if s.get("bench"):
         b = Table(title="speed (median model time, batch as built)")
         for c in ("model", "runtime", "precision", "ms", "speedup vs unpruned FP32"):
@@ -493,33 +550,3 @@ def render_summary(s: dict) -> None:
             b.add_row(Path(r["model"].split(" (")[0]).name, r["runtime"], r["precision"], f"{r['median_ms']:.1f}",
                       f"{r['speedup']:.2f}x" if r.get("speedup") else "-")
         con.print(b)
-
-
-def read_manifest(folder) -> dict:
-    p = Path(folder) / MANIFEST
-    if not p.exists():
-        raise InputError(f"{folder}: no {MANIFEST} (not a fyexport build folder)")
-    return read_json(p)
-
-
-def render_manifest(d: dict, con=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from .log import table_console
-
-    con = con or table_console()
-    con.print(f"[bold]build[/bold] status {d.get('status')}  fyexport {d.get('fyexport')}  {d.get('created')}")
-    con.print(f"[bold]command[/bold] {d.get('command')}")
-    t = Table(title="artifacts")
-    for c in ("artifact", "stage", "path", "bytes", "sha256"):
-        t.add_column(c)
-    for a in d.get("artifacts", []):
-        t.add_row(a["artifact"], a["stage"], a["path"], f"{a['bytes']:,}", a["sha256"][:16] + "...")
-    con.print(t)
-    s = Table(title="stages")
-    for c in ("stage", "status", "seconds", "key"):
-        s.add_column(c)
-    for k, v in d.get("stages", {}).items():
-        s.add_row(k, v["status"], str(v["seconds"]), (v["key"] or "")[:12])
-    con.print(s)

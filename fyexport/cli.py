@@ -6,13 +6,19 @@ Errors the user can fix print one line (``error: ...``) and exit 2 (bad input) o
 from __future__ import annotations
 
 import functools
-import json
 import sys
 
 import click
 
-from .errors import FyexportError, InputError
+from .errors import FyexportError, GateError, InputError
 from .log import DEBUG, G_LOGGER
+from .nms_onnx import NMS_KINDS
+from .preprocess import parse_img_size
+from .prune import IMPORTANCES
+from .quantize import CALIBRATION_METHODS, DEFAULT_BATCH
+from .recover import CACHES, DEFAULT_TARGET, RecoverConfig
+from .runners import RUNTIMES
+from .trt.builder import CALIBRATORS, PRECISIONS
 
 
 def logging_options(f):
@@ -31,24 +37,9 @@ def logging_options(f):
 
 
 def print_json(obj) -> None:
-    from .artifacts import _json_default
+    from .artifacts import dumps
 
-    click.echo(json.dumps(obj, indent=2, default=_json_default))
-
-
-def parse_img_size(value) -> int | tuple[int, int]:
-    if isinstance(value, (int, tuple)):
-        return value
-    parts = [p for p in str(value).replace("x", ",").split(",") if p.strip()]
-    try:
-        nums = [int(p) for p in parts]
-    except ValueError:
-        raise InputError(f"--img-size: expected N or H,W, got {value!r}")
-    if len(nums) == 1:
-        return nums[0]
-    if len(nums) == 2:
-        return (nums[0], nums[1])
-    raise InputError(f"--img-size: expected N or H,W, got {value!r}")
+    click.echo(dumps(obj))
 
 
 IMG_SIZE = click.option("--img-size", default="640", show_default=True, help="Input size N or H,W.")
@@ -98,7 +89,7 @@ def info(target, cfg, nc, img_size, fuse, as_json):
 @click.option("--batch", default=1, show_default=True, type=int, help="Static batch size.")
 @click.option("--dynamic-batch", is_flag=True, help="Symbolic batch axis.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
-@click.option("--nms", "nms", type=click.Choice(["onnx", "trt-plugin"]), default=None, flag_value="onnx",
+@click.option("--nms", "nms", type=click.Choice(NMS_KINDS), default=None, flag_value="onnx",
               is_flag=False, help="Append NMS: standard ONNX NonMaxSuppression (default) or EfficientNMS_TRT.")
 @click.option("--conf-thres", default=0.25, show_default=True, type=float, help="NMS score threshold.")
 @click.option("--iou-thres", default=0.45, show_default=True, type=float, help="NMS IoU threshold.")
@@ -130,7 +121,7 @@ def export(weights, output, img_size, batch, dynamic_batch, no_simplify, nms, co
 @click.option("--nc", type=int, help="Class count for --cfg.")
 @click.option("--ratio", default=0.5, show_default=True, type=float, help="Channel pruning ratio, in (0, 1).")
 @click.option("-o", "--output", help="Where to save the pruned model (.pt, fyexport format).")
-@click.option("--importance", default="l2", show_default=True, help="l2 | l1 | lamp | bn | taylor.")
+@click.option("--importance", default="l2", show_default=True, type=click.Choice(IMPORTANCES))
 @click.option("--round-to", default=8, show_default=True, type=int, help="Round channel counts (0: no rounding).")
 @click.option("--global", "global_pruning", is_flag=True, help="Global instead of per-layer ranking.")
 @click.option("--count-size", default=640, show_default=True, type=int, help="Input size for MAC counting.")
@@ -175,59 +166,92 @@ def prune(weights, cfg, nc, ratio, output, importance, round_to, global_pruning,
 @click.argument("pruned")
 @click.option("--teacher", required=True, help="The unpruned checkpoint the pruned model came from.")
 @click.option("--images", type=click.Path(), help="Folder of sample images (label-free distillation).")
-@click.option("--data", type=click.Path(), help="YOLO data yaml: adds the supervised loss on its train split.")
-@click.option("--epochs", default=10, show_default=True, type=int)
+@click.option("--data", type=click.Path(), help="YOLO data yaml: adds the supervised loss on its train split; the "
+              "kept fraction is then measured by mAP on its val split.")
+@click.option("--epochs", default=RecoverConfig.epochs, show_default=True, type=int, help="Epoch limit.")
 @IMG_SIZE
-@click.option("--batch", default=16, show_default=True, type=int)
-@click.option("--lr", default=1e-3, show_default=True, type=float, help="AdamW learning rate.")
+@click.option("--batch", default=RecoverConfig.batch, show_default=True, type=int, help="Images per step per process.")
+@click.option("--lr", default=RecoverConfig.lr, show_default=True, type=float,
+              help="AdamW learning rate for a global batch of 16 (scaled by sqrt(global batch / 16)).")
 @click.option("--max-images", type=int, help="Use at most this many images (deterministic sample).")
-@click.option("--max-minutes", type=float, help="Stop training after this many minutes (schedule fitted to it).")
+@click.option("--target", default=DEFAULT_TARGET, show_default=True, type=float,
+              help="Stop once the held-out kept fraction of the teacher's score reaches this (1: never early).")
+@click.option("--max-minutes", type=float, help="Time limit for training.  [default: 15 on a CPU, 10 on a GPU]")
+@click.option("--check-every", default=RecoverConfig.check_every, show_default=True, type=int,
+              help="Steps between held-out checks of the kept fraction.")
 @click.option("--crop", type=int, help="Train on random CROPxCROP windows of the letterboxed images: same object "
               "scale, a fraction of the compute (e.g. 320 on a CPU).")
+@click.option("--workers", type=int, help="Data loader processes.  [default: 1 on a CPU, up to 8 on a GPU]")
+@click.option("--cache", default="auto", show_default=True, type=click.Choice(CACHES),
+              help="Keep letterboxed images in RAM or on disk; auto: in RAM when they fit 1 GiB, else streamed.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda.")
 @click.option("--amp/--no-amp", default=True, show_default=True,
               help="bfloat16 autocast on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--resume", is_flag=True, help="Continue an interrupted run from its per-epoch state file.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its state file.")
 @click.option("-o", "--output", required=True, help="Recovered model (.pt).")
 @logging_options
-def recover(pruned, teacher, images, data, epochs, img_size, batch, lr, max_images, max_minutes, crop, device, amp,
-            seed, resume, output):
-    """Recover a pruned model's accuracy by distillation from its unpruned teacher."""
-    from .recover import RecoverConfig, recover_from_paths
+def recover(pruned, teacher, images, data, epochs, img_size, batch, lr, max_images, target, max_minutes, check_every,
+            crop, workers, cache, device, amp, seed, resume, output):
+    """Recover a pruned model's accuracy by distillation from its unpruned teacher.
 
-    size = parse_img_size(img_size)
-    if not isinstance(size, int):
-        raise InputError("recover trains on square inputs: give one --img-size")
-    cfg = RecoverConfig(epochs=epochs, img_size=size, batch=batch, lr=lr, max_images=max_images, seed=seed,
-                        device=device, time_budget_s=max_minutes * 60 if max_minutes else None, crop=crop, amp=amp)
+    \b
+    Several GPUs or machines: torchrun --nproc-per-node N -m fyexport recover ...
+    """
+    from .preprocess import normalize_img_size
+    from .recover import default_minutes, recover_from_paths
+
+    minutes = max_minutes if max_minutes is not None else default_minutes(device)
+    cfg = RecoverConfig(epochs=epochs, img_size=normalize_img_size(img_size), batch=batch, lr=lr,
+                        max_images=max_images, seed=seed, device=device, time_budget_s=minutes * 60, crop=crop,
+                        amp=amp, target=target if target < 1 else None, check_every=check_every, workers=workers,
+                        cache=cache)
     _, summary = recover_from_paths(pruned, teacher, images, data, output, cfg, resume)
-    G_LOGGER.info(f"wrote {output} ({summary['iterations']} iterations on {summary['images']} images, "
-                  f"{summary['seconds']:.0f} s on {summary['device']})")
+    if summary is not None:
+        best = summary.get("best") or {}
+        G_LOGGER.info(f"wrote {output} ({summary['iterations']} steps on {summary['images']} images, "
+                      f"{summary['seconds']:.0f} s on {summary['device']} x{summary['world_size']}, stopped by "
+                      f"{summary['stopped']}" + (f", kept {best['kept']:.1%}" if best else "") + ")")
 
 
 @cli.command(name="eval")
 @click.argument("artifact")
-@click.option("--data", required=True, type=click.Path(), help="YOLO data yaml.")
+@click.option("--data", type=click.Path(), help="YOLO data yaml: mAP against its labels.")
+@click.option("--teacher", type=click.Path(),
+              help="The unpruned checkpoint: also (or, without --data, only) its teacher agreement.")
+@click.option("--images", type=click.Path(), help="Images for teacher agreement without --data (never trained on).")
 @click.option("--split", default="val", show_default=True)
 @IMG_SIZE
 @click.option("--batch", default=8, show_default=True, type=int, help="Ignored for static-batch ONNX/engines.")
 @click.option("--conf", default=0.001, show_default=True, type=float)
 @click.option("--iou", default=0.65, show_default=True, type=float)
-@click.option("--runtime", default="auto", show_default=True, help="auto | torch | onnxruntime | tensorrt.")
+@click.option("--runtime", default="auto", show_default=True, type=click.Choice(RUNTIMES))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--max-images", type=int, help="Evaluate only the first N images.")
 @click.option("--json", "as_json", is_flag=True)
 @logging_options
-def eval_cmd(artifact, data, split, img_size, batch, conf, iou, runtime, device, max_images, as_json):
-    """mAP@.5 and mAP@.5:.95 (pycocotools) of a checkpoint, ONNX model or engine."""
-    from .evaluate import evaluate, render
+def eval_cmd(artifact, data, teacher, images, split, img_size, batch, conf, iou, runtime, device, max_images,
+             as_json):
+    """mAP@.5 and mAP@.5:.95 (pycocotools) of a checkpoint, ONNX model or engine; with
+    --teacher, the agreement of its detections with the unpruned model's."""
+    from .evaluate import agreement_with, evaluate, render
     from .runners import open_runner
 
+    if not data and not (teacher and images):
+        raise InputError("give --data (labels), or --teacher W.pt with --images DIR (teacher agreement)")
     runner = open_runner(artifact, runtime=runtime, device=device, img_size=parse_img_size(img_size))
     with runner:
-        res = evaluate(runner, data, split, batch, conf, iou, max_images)
-    print_json(res.to_dict()) if as_json else render(res)
+        res = evaluate(runner, data, split, batch, conf, iou, max_images) if data else None
+        agree = agreement_with(runner, teacher, data, images, split, max_images, device) if teacher else None
+    if as_json:
+        print_json((res.to_dict() if res else {}) | ({"teacher_agreement": agree} if agree else {}))
+        return
+    if res:
+        render(res)
+    if agree:
+        click.echo(f"teacher agreement {agree['agreement']:.4f} (AP@.5 against {agree['teacher']}'s detections "
+                   f"scoring >= {agree['teacher_conf']} on {agree['images']} images; strict, AP@.5:.95: "
+                   f"{agree['agreement_strict']:.4f})")
 
 
 # -- INT8 --------------------------------------------------------------------------
@@ -237,13 +261,13 @@ def eval_cmd(artifact, data, split, img_size, batch, conf, iou, runtime, device,
 @click.option("--images", required=True, type=click.Path(), help="Folder of calibration images (recursive).")
 @click.option("-o", "--output", "out_dir", required=True, help="Output folder.")
 @click.option("--num-images", default=500, show_default=True, type=int, help="Images to sample (deterministic).")
-@click.option("--batch", default=8, show_default=True, type=int, help="Images per histogram batch.")
-@click.option("--method", default="entropy", show_default=True,
-              type=click.Choice(["entropy", "minmax", "percentile", "mse", "auto", "search"]),
+@click.option("--batch", default=DEFAULT_BATCH, show_default=True, type=int, help="Images per histogram batch.")
+@click.option("--method", default="entropy", show_default=True, type=click.Choice(CALIBRATION_METHODS),
               help=METHOD_HELP)
 @click.option("--percentile", default=99.99, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--exclude", help="Regex of Conv node/tensor names to keep in float (the head's output convs always are).")
+@click.option("--exclude",
+              help="Regex of Conv node/tensor names to keep in float (the head's output convs always are).")
 @click.option("--auto-exclude", default=0, show_default=True, type=int,
               help="Keep the K most sensitive scale groups in float (output-error sensitivity analysis).")
 @click.option("--bias-correction", default=32, show_default=True, type=int,
@@ -253,17 +277,19 @@ def eval_cmd(artifact, data, split, img_size, batch, conf, iou, runtime, device,
 def calibrate(model, images, out_dir, num_images, batch, method, percentile, seed, exclude, auto_exclude,
               bias_correction, as_json):
     """Calibrate an FP32 ONNX on sample images: TensorRT cache + Q/DQ ONNX models."""
+    from .quantize import CalibrationOptions
     from .quantize import calibrate as run
 
-    res = run(model, images, out_dir, num_images, batch, method, percentile, seed, exclude,
-              auto_exclude=auto_exclude, bias_correction=bias_correction)
+    res = run(model, images, out_dir, CalibrationOptions(
+        num_images=num_images, batch=batch, method=method, percentile=percentile, seed=seed, exclude=exclude,
+        auto_exclude=auto_exclude, bias_correction=bias_correction))
     summary = {"out_dir": str(res.out_dir), "files": {k: str(v) for k, v in res.files.items()}, "method": res.method,
                "images_used": res.images_used, "images_skipped": res.images_skipped,
                "seconds": round(res.seconds, 2), "peak_rss_mb": res.peak_rss_mb}
     if as_json:
         print_json(summary)
     else:
-        for k, v in res.files.items():
+        for v in res.files.values():
             G_LOGGER.info(f"wrote {v}")
         G_LOGGER.info(f"{res.method} calibration on {res.images_used} images in {res.seconds:.1f} s")
 
@@ -274,8 +300,8 @@ def calibrate(model, images, out_dir, num_images, batch, method, percentile, see
 @logging_options
 def inspect(model, as_json):
     """List quantized and float nodes, scales, and Q/DQ placement-rule violations (exit 1 if any)."""
-    from .export import check_onnx_file
-    from .quantize.inspect import inspect_qdq, render
+    from .onnx_facts import check_onnx_file
+    from .quantize.inspection import inspect_qdq, render
 
     rep = inspect_qdq(check_onnx_file(model), str(model))
     print_json(rep.to_dict()) if as_json else render(rep)
@@ -288,7 +314,7 @@ def inspect(model, as_json):
 @cli.command()
 @click.argument("artifacts", nargs=-1)
 @click.option("--baseline", required=True, help="The unpruned FP32 checkpoint everything is compared with.")
-@click.option("--runtime", default="auto", show_default=True, help="auto | tensorrt | onnxruntime | torch.")
+@click.option("--runtime", default="auto", show_default=True, type=click.Choice(RUNTIMES))
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda.")
 @click.option("--batch", "batches", default="1", show_default=True, help="Batch sizes, e.g. 1,8,32.")
 @IMG_SIZE
@@ -296,24 +322,29 @@ def inspect(model, as_json):
 @click.option("--duration", default=3.0, show_default=True, type=float, help="Measuring seconds per measurement.")
 @click.option("--data", type=click.Path(), help="Data yaml: adds mAP@.5:.95 and its drop to every row.")
 @click.option("--eval-images", type=int, help="Evaluate mAP on the first N validation images only.")
-@click.option("--images", type=click.Path(), help="Real images for the end-to-end timing (default: the val split).")
+@click.option("--images", type=click.Path(), help="Real images for the end-to-end timing and teacher agreement "
+              "(default: the val split).")
+@click.option("--agreement-images", default=100, show_default=True, type=int,
+              help="Images for teacher agreement with the baseline (0: none).")
 @click.option("--json", "json_out", help="Write the report as JSON (schema: benchmarks/schema.json).")
 @click.option("--plot", "plot_out", help="Write a PNG plot (latency vs mAP, speedup bars).")
 @logging_options
 def bench(artifacts, baseline, runtime, device, batches, img_size, warmup, duration, data, eval_images, images,
-          json_out, plot_out):
+          agreement_images, json_out, plot_out):
     """Latency, throughput and accuracy of ARTIFACTS against the unpruned FP32 BASELINE."""
     from . import bench as b
+    from .artifacts import write_json
 
     try:
-        sizes = [int(v) for v in str(batches).split(",") if v.strip()]
+        sizes = tuple(int(v) for v in str(batches).split(",") if v.strip())
     except ValueError:
         raise InputError(f"--batch: expected comma-separated integers, got {batches!r}")
-    report = b.run_bench(list(artifacts), baseline, runtime, device, sizes, parse_img_size(img_size), warmup,
-                         duration, data, images, eval_images)
+    report = b.run_bench(list(artifacts), baseline, b.BenchOptions(
+        runtime=runtime, device=device, batches=sizes, img_size=parse_img_size(img_size), warmup=warmup,
+        duration=duration, data=data, images=images, max_eval_images=eval_images, agreement_images=agreement_images))
     b.render(report)
     if json_out:
-        b.write_json(report, json_out)
+        write_json(json_out, report)
         G_LOGGER.info(f"wrote {json_out}")
     if plot_out:
         b.plot(report, plot_out)
@@ -325,7 +356,7 @@ def bench(artifacts, baseline, runtime, device, batches, img_size, warmup, durat
 @cli.command()
 @click.argument("model")
 @click.option("-o", "--output", required=True, help="Engine file (.engine / .plan); metadata goes to <engine>.json.")
-@click.option("--precision", default="int8", show_default=True, type=click.Choice(["fp32", "fp16", "int8"]))
+@click.option("--precision", default="int8", show_default=True, type=click.Choice(PRECISIONS))
 @click.option("--workspace", default=4.0, show_default=True, type=float, help="Workspace memory pool (GiB).")
 @click.option("--batch", type=int, help="Static batch (for a dynamic-batch ONNX: min = opt = max).")
 @click.option("--min-batch", type=int)
@@ -333,7 +364,7 @@ def bench(artifacts, baseline, runtime, device, batches, img_size, warmup, durat
 @click.option("--max-batch", type=int)
 @click.option("--timing-cache", type=click.Path(), help="Load and save TensorRT's timing cache here.")
 @click.option("--opt-level", default=3, show_default=True, type=int, help="Builder optimization level 0..5.")
-@click.option("--calibrator", default="qdq", show_default=True, type=click.Choice(["qdq", "trt-entropy"]),
+@click.option("--calibrator", default="qdq", show_default=True, type=click.Choice(CALIBRATORS),
               help="qdq: explicit Q/DQ from 'fyexport calibrate'; trt-entropy: TensorRT 10's own calibrator.")
 @click.option("--images", type=click.Path(), help="Calibration images for --calibrator trt-entropy.")
 @click.option("--triton-repo", type=click.Path(), help="Also write a Triton model repository here.")
@@ -375,47 +406,73 @@ def triton(engine_path, repo, name, max_batch):
 
 @cli.command()
 @click.option("--weights", required=True, help="YOLOv7 checkpoint (official or fyexport).")
-@click.option("--calib", required=True, type=click.Path(), help="Folder of calibration images.")
+@click.option("--calib", required=True, type=click.Path(),
+              help="Folder of sample images: calibration, and (with --train-images) recovery.")
 @click.option("-o", "--output", "out", required=True, help="Output folder (artifacts + manifest.json).")
 @click.option("--prune", default=0.5, show_default=True, type=float, help="Channel pruning ratio (0: no pruning).")
-@click.option("--recover-epochs", default=0, show_default=True, type=int, help="Distillation epochs after pruning.")
-@click.option("--data", type=click.Path(), help="Data yaml: mAP of FP32 vs INT8 and the mAP gate.")
-@click.option("--img-size", default=640, show_default=True, type=int)
+@click.option("--data", type=click.Path(), help="Data yaml: recovery adds its train split with labels; accuracy is "
+              "measured by mAP on its val split (else by agreement with the unpruned model).")
+@click.option("--train-images", type=click.Path(), help="More images for recovery (the more, the better).")
+@click.option("--no-recover", is_flag=True, help="Do not recover after pruning (the accuracy gate decides).")
+@click.option("--recover-target", default=DEFAULT_TARGET, show_default=True, type=float,
+              help="Stop recovering once the held-out kept fraction of the unpruned score reaches this.")
+@click.option("--recover-minutes", type=float, help="Recovery time limit.  [default: 15 on a CPU, 10 on a GPU]")
+@click.option("--recover-epochs", default=100, show_default=True, type=int, help="Recovery epoch limit (0: none).")
+@IMG_SIZE
 @click.option("--batch", default=1, show_default=True, type=int, help="Static batch of the exported model.")
-@click.option("--precision", default="int8", show_default=True, type=click.Choice(["int8", "fp16", "fp32"]))
-@click.option("--method", default="search", show_default=True,
-              type=click.Choice(["entropy", "minmax", "percentile", "mse", "auto", "search"]),
+@click.option("--precision", default="int8", show_default=True, type=click.Choice(PRECISIONS))
+@click.option("--method", default="search", show_default=True, type=click.Choice(CALIBRATION_METHODS),
               help=METHOD_HELP)
-@click.option("--max-map-drop", default=1.0, show_default=True, type=float, help="mAP@.5:.95 points INT8 may lose.")
+@click.option("--max-map-drop", type=float, help="Points of mAP@.5:.95 (teacher agreement without labels) the final "
+              "model may lose against the unpruned FP32 model.  [default: (1 - recover target) x the unpruned score "
+              "+ 1 for quantization; 1 without recovery]")
+@click.option("--force", is_flag=True, help="Build the engine even when the accuracy gate fails.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda (recovery, engine).")
 @click.option("--num-images", default=500, show_default=True, type=int, help="Calibration images to sample.")
-@click.option("--recover-batch", default=16, show_default=True, type=int)
+@click.option("--recover-batch", default=16, show_default=True, type=int, help="Recovery images per step per process.")
 @click.option("--recover-images", type=int, help="Use at most N images for recovery.")
+@click.option("--recover-workers", type=int, help="Recovery data loader processes.")
+@click.option("--recover-cache", default="auto", show_default=True, type=click.Choice(CACHES),
+              help="Recovery images in RAM, on disk, or streamed; auto: in RAM when they fit 1 GiB.")
 @click.option("--eval-images", type=int, help="Evaluate on the first N validation images only.")
 @click.option("--exclude", help="Regex of convs to keep in float when quantizing.")
 @click.option("--no-bench", is_flag=True, help="Skip the quick benchmark.")
 @click.option("--bench-duration", default=2.0, show_default=True, type=float, help="Seconds per bench measurement.")
 @click.option("--recover-crop", type=int, help="Recover on random crops of this size (e.g. 320: 1/4 of the cost).")
-@click.option("--recover-minutes", type=float, help="Time budget for recovery (the schedule is fitted to it).")
 @click.option("--bias-correction", default=32, show_default=True, type=int, help="Images for INT8 bias correction.")
 @click.option("--auto-exclude", default=None, type=int,
               help="Keep the K most sensitive scale groups in float.  [default: 4 when pruning, else 0]")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @logging_options
-def build(weights, calib, out, prune, recover_epochs, data, img_size, batch, precision, method, max_map_drop, device,
-          num_images, recover_batch, recover_images, eval_images, exclude, no_bench, bench_duration, recover_crop,
-          recover_minutes, bias_correction, auto_exclude, as_json):
-    """Checkpoint + calibration folder -> pruned, INT8, engine-ready artifacts and a report."""
+def build(weights, calib, out, prune, data, train_images, no_recover, recover_target, recover_minutes, recover_epochs,
+          img_size, batch, precision, method, max_map_drop, force, device, num_images, recover_batch, recover_images,
+          recover_workers, recover_cache, eval_images, exclude, no_bench, bench_duration, recover_crop,
+          bias_correction, auto_exclude, as_json):
+    """Checkpoint + calibration folder -> pruned, recovered, INT8, engine-ready artifacts and a report.
+
+    \b
+    Several GPUs or machines: torchrun --nproc-per-node N -m fyexport build ... (recovery runs on
+    every process, the other stages on the first).
+    """
     from .build import BuildOptions, render_summary, run_build
 
-    opts = BuildOptions(weights=weights, calib=calib, out=out, prune=prune, recover_epochs=recover_epochs, data=data,
-                        img_size=img_size, batch=batch, precision=precision, method=method, max_map_drop=max_map_drop,
-                        device=device, num_images=num_images, recover_batch=recover_batch,
-                        recover_images=recover_images, recover_crop=recover_crop, recover_minutes=recover_minutes,
-                        eval_images=eval_images, exclude=exclude, bench=not no_bench, bench_duration=bench_duration,
-                        bias_correction=bias_correction, auto_exclude=auto_exclude)
-    s = run_build(opts)
-    print_json(s) if as_json else render_summary(s)
+    opts = BuildOptions(
+        weights=weights, calib=calib, out=out, prune=prune, data=data, train_images=train_images,
+        recover=not no_recover, recover_target=recover_target, recover_minutes=recover_minutes,
+        recover_epochs=recover_epochs, img_size=parse_img_size(img_size), batch=batch, precision=precision,
+        method=method, max_map_drop=max_map_drop, force=force, device=device, num_images=num_images,
+        recover_batch=recover_batch, recover_images=recover_images, recover_workers=recover_workers,
+        recover_cache=recover_cache, recover_crop=recover_crop, eval_images=eval_images, exclude=exclude,
+        bench=not no_bench, bench_duration=bench_duration, bias_correction=bias_correction, auto_exclude=auto_exclude)
+    try:
+        s = run_build(opts)
+    except GateError as e:
+        s = getattr(e, "summary", None)
+        if s is not None and not as_json:
+            render_summary(s)
+        raise
+    if s is not None:
+        print_json(s) if as_json else render_summary(s)
 
 
 @cli.command()
@@ -424,16 +481,27 @@ def build(weights, calib, out, prune, recover_epochs, data, img_size, batch, pre
               help="Generated images for calibration and recovery.")
 @click.option("--val-images", default=100, show_default=True, type=int)
 @click.option("--prune", default=0.3, show_default=True, type=float)
-@click.option("--recover-epochs", default=40, show_default=True, type=int,
-              help="Epochs on 320x320 crops (at most 4 minutes of training).")
+@click.option("--recover-epochs", default=100, show_default=True, type=int, help="Recovery epoch limit.")
+@click.option("--recover-minutes", default=4.0, show_default=True, type=float, help="Recovery time limit.")
 @click.option("--device", default="auto", show_default=True)
 @logging_options
-def demo(out, calib_images, val_images, prune, recover_epochs, device):
+def demo(out, calib_images, val_images, prune, recover_epochs, recover_minutes, device):
     """Run the whole pipeline on the bundled yolov7-tiny sample (no download)."""
-    from .build import render_summary
-    from .demo import run_demo
+    from pathlib import Path
 
-    render_summary(run_demo(out, calib_images, val_images, prune, recover_epochs, device))
+    from .build import demo_options, render_summary, run_build
+    from .datasets.shapes import demo_data
+
+    root = Path(out)
+    data = demo_data(root / "data", calib_images, val_images)
+    opts = demo_options(root / "build", root / "data" / "images" / "train", data, calib_images, prune, recover_epochs,
+                        recover_minutes, device)
+    try:
+        render_summary(run_build(opts, command=f"fyexport demo -o {out}"))
+    except GateError as e:
+        if getattr(e, "summary", None) is not None:
+            render_summary(e.summary)
+        raise
 
 
 # -- entry point ------------------------------------------------------------------

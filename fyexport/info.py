@@ -4,46 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import InputError
-
-
-def count_macs_params(model, img_size=640) -> tuple[int, int]:
-    """MACs and parameters as Torch-Pruning counts them (batch 1, square or (h, w) input)."""
-    import torch
-    import torch_pruning as tp
-
-    hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, 3, *hw))
-    model.train(was_training)
-    return int(macs), int(params)
-
-
-def describe_model(model, img_size=640) -> dict:
-    head = model.head
-    macs, params = count_macs_params(model, img_size)
-    dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()})
-    hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    return {
-        "params": params,
-        "macs": macs,
-        "gmacs": round(macs / 1e9, 3),
-        "count_size": list(hw),
-        "nc": int(model.nc),
-        "names": list(model.names),
-        "stride": [int(s) for s in head.stride.tolist()],
-        "anchors": head.anchor_grid.detach().float().view(head.nl, -1).tolist(),
-        "head": type(head).__name__,
-        "source_head": model.yaml["head"][-1][2],
-        "layers": len(model.model),
-        "form": model.form,
-        "dtype": ",".join(dtypes),
-        "source_dtype": model.meta.get("source_dtype"),
-        "source_form": model.meta.get("source_form"),
-        "prune": model.meta.get("prune"),
-        "recover": model.meta.get("recover"),
-    }
+from .models.stats import describe_model
 
 
 def describe(target=None, cfg=None, nc=None, img_size=640, fuse: bool = False) -> dict:
@@ -62,13 +23,13 @@ def describe(target=None, cfg=None, nc=None, img_size=640, fuse: bool = False) -
         raise InputError("give a checkpoint, an ONNX file, a build folder or --cfg")
     p = Path(target)
     if p.is_dir():
-        from .build import read_manifest
+        from .manifest import read_manifest
 
         d = read_manifest(p)
         d["kind"] = "build"
         return d
     if p.suffix.lower() == ".onnx":
-        from .onnx_info import describe_onnx
+        from .onnx_facts import describe_onnx
 
         d = describe_onnx(p)
         d["kind"] = "onnx"
@@ -84,14 +45,13 @@ def describe(target=None, cfg=None, nc=None, img_size=640, fuse: bool = False) -
 
 def render(d: dict) -> None:
     """Print ``describe`` output as a table on stdout."""
-    from rich.console import Console
     from rich.table import Table
 
     from .log import table_console
 
     con = table_console()
     if d.get("kind") == "build":
-        from .build import render_manifest
+        from .manifest import render_manifest
 
         render_manifest(d, con)
         return

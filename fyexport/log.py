@@ -11,9 +11,7 @@ import contextlib
 import json
 import sys
 import time
-from typing import Iterable, Iterator, TypeVar
-
-T = TypeVar("T")
+from typing import Iterator
 
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 _NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error"}
@@ -168,7 +166,14 @@ def progress(description: str, total: float | None) -> Iterator[_Bar]:
         if time.time() - bar.t0 >= bar.every:
             bar._line(time.time())
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     cols = [
         TextColumn("{task.description}"),
@@ -182,18 +187,6 @@ def progress(description: str, total: float | None) -> Iterator[_Bar]:
     with Progress(*cols, console=G_LOGGER.console, transient=False) as prog:
         task = prog.add_task(description, total=total, info="")
         yield _Bar(prog, task)
-
-
-def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    if total is None:
-        try:
-            total = len(items)  # type: ignore[arg-type]
-        except TypeError:
-            total = None
-    with progress(description, total) as bar:
-        for it in items:
-            yield it
-            bar.advance()
 
 
 @contextlib.contextmanager

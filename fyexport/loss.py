@@ -16,8 +16,20 @@ import torch.nn.functional as F
 BALANCE = {3: [4.0, 1.0, 0.4], 4: [4.0, 1.0, 0.25, 0.06]}
 
 
-def _f(v) -> float:
-    return float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+def _local(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+# Both losses normalise by batch totals (matched targets, the teacher's objectness mass).
+# ``rank_mean`` turns such a total into its mean over the processes of a distributed run (an
+# all-reduce; the identity in one process), so that the gradient DDP averages over ranks is
+# exactly the gradient of one process holding the whole global batch.
+
+
+def _f(v) -> torch.Tensor:
+    """A loss part for logging, kept on the device (reading it as a float would wait for the
+    device at every step)."""
+    return v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
 
 
 def bbox_ciou(b1: torch.Tensor, b2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -50,7 +62,7 @@ class YoloLoss:
     """
 
     def __init__(self, head, box: float = 0.05, obj: float = 0.7, cls: float = 0.3, anchor_t: float = 4.0,
-                 img_size: int = 640):
+                 img_size=640):
         self.na, self.nl, self.nc = head.na, head.nl, head.nc
         self.anchors = head.anchors.detach().clone()  # (nl, na, 2) grid units
         self.stride = head.stride.detach().clone()
@@ -58,8 +70,10 @@ class YoloLoss:
         # Gains scaled by level count, class count and image size, as YOLO training does.
         self.box = box * 3 / self.nl
         self.cls = cls * self.nc / 80 * 3 / self.nl
-        self.obj = obj * (img_size / 640) ** 2 * 3 / self.nl
+        hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.obj = obj * (hw[0] * hw[1] / 640 ** 2) * 3 / self.nl
         self.anchor_t = anchor_t
+        self.rank_mean = _local
 
     def _assign(self, i: int, p: torch.Tensor, targets: torch.Tensor):
         """Indices (b, a, gj, gi), target boxes relative to cells, anchors, classes."""
@@ -103,17 +117,18 @@ class YoloLoss:
         for i, p in enumerate(preds):
             (b, a, gj, gi), tbox, anch, tcls = self._assign(i, p, targets)
             tobj = torch.zeros(p.shape[:4], device=dev, dtype=p.dtype)
+            n = self.rank_mean(torch.tensor(float(b.numel()), device=dev)).clamp(min=1.0)  # matched targets
             if b.numel():
                 ps = p[b, a, gj, gi]
                 pxy = ps[:, :2].sigmoid() * 2 - 0.5
                 pwh = (ps[:, 2:4].sigmoid() * 2) ** 2 * anch
                 ciou = bbox_ciou(torch.cat([pxy, pwh], 1), tbox)
-                lbox = lbox + (1.0 - ciou).mean()
+                lbox = lbox + (1.0 - ciou).sum() / n
                 tobj[b, a, gj, gi] = ciou.detach().clamp(0).to(tobj.dtype)
                 if self.nc > 1:
                     t = torch.zeros_like(ps[:, 5:])
                     t[torch.arange(len(tcls), device=dev), tcls] = 1.0
-                    lcls = lcls + F.binary_cross_entropy_with_logits(ps[:, 5:], t)
+                    lcls = lcls + F.binary_cross_entropy_with_logits(ps[:, 5:], t, reduction="sum") / (n * self.nc)
             lobj = lobj + F.binary_cross_entropy_with_logits(p[..., 4], tobj) * self.balance[i]
         bs = preds[0].shape[0]
         total = (lbox * self.box + lobj * self.obj + lcls * self.cls) * bs
@@ -131,6 +146,7 @@ class DistillLoss:
     def __init__(self, nl: int, obj: float = 1.0, cls: float = 1.0, box: float = 5.0):
         self.balance = BALANCE.get(nl, [1.0] * nl)
         self.w_obj, self.w_cls, self.w_box = obj, cls, box
+        self.rank_mean = _local
 
     def __call__(self, student: list, teacher: list):
         lobj = lcls = lbox = 0.0
@@ -140,7 +156,7 @@ class DistillLoss:
             tp = t.sigmoid()
             w = tp[..., 4]
             lobj = lobj + F.binary_cross_entropy_with_logits(s[..., 4], w) * self.balance[i]
-            wsum = w.sum().clamp(min=1e-6)
+            wsum = self.rank_mean(w.sum().detach()).clamp(min=1e-6)
             if s.shape[-1] > 6:
                 c = F.binary_cross_entropy_with_logits(s[..., 5:], tp[..., 5:], reduction="none").mean(-1)
                 lcls = lcls + (c * w).sum() / wsum

@@ -91,13 +91,11 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", round_to: int | Non
     import torch
     import torch_pruning as tp
 
-    from .info import count_macs_params
-
     validate(ratio, importance, fuse, round_to)
     m = copy.deepcopy(model).float().cpu().eval()
     if fuse:
         m.fuse()
-    macs0, params0 = count_macs_params(m, count_size)
+    macs0, params0 = _deployed_counts(m, count_size)
     for p in m.parameters():
         p.requires_grad_(True)
     head = m.head
@@ -135,7 +133,7 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", round_to: int | Non
     for p in m.parameters():
         p.requires_grad_(False)
     m.eval()
-    macs1, params1 = count_macs_params(m, count_size)
+    macs1, params1 = _deployed_counts(m, count_size)
     if macs1 >= macs0:
         raise InputError("pruning removed nothing", "Check --ignore; every prunable layer may be excluded")
     after = {n: mod.out_channels for n, mod in m.named_modules() if isinstance(mod, torch.nn.Conv2d)}
@@ -149,8 +147,14 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", round_to: int | Non
     return m, res
 
 
+def _deployed_counts(m, count_size) -> tuple[int, int]:
+    """MACs and parameters of the deployed (fused) form, whichever form is pruned."""
+    from .models.stats import count_macs_params
+
+    return count_macs_params(m if m.is_fused else copy.deepcopy(m).fuse(), count_size)
+
+
 def render(res: PruneResult) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"pruned {res.ratio:g} ({res.importance}, round_to={res.round_to}, "

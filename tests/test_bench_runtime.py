@@ -6,10 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import FIXTURES, REPO, TINY, needs_shared, run_cli
-
-pytestmark = needs_shared
+from conftest import PHOTO, REPO, TINY, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +57,14 @@ def test_bench_refuses_mismatches(onnx_models, tmp_path, shapes_small):
 
 
 def test_stats_and_speedups():
-    from fyexport.bench import Row, Stats, _fill_speedups
+    from fyexport.bench import Row, Stats, fill_speedups
 
     s = Stats.of([1.0, 2.0, 3.0, 4.0, 100.0])
     assert s.median == 3.0 and s.min == 1.0 and s.max == 100.0 and s.n == 5 and s.cv > 1
     mk = lambda role, rt, ms, mode="eager": Row("m", role, rt, mode, "fp32", "cpu", 1, None, None, None,  # noqa: E731
                                              {"median": ms}, None, 1.0)
     rows = [mk("baseline", "torch", 100.0), mk("baseline", "onnxruntime", 50.0), mk("candidate", "onnxruntime", 10.0)]
-    _fill_speedups(rows)
+    fill_speedups(rows)
     assert rows[2].speedup == 5.0 and rows[2].speedup_vs_torch == 10.0
 
 
@@ -75,8 +72,8 @@ def test_detector_onnx_and_torch_agree():
     """Same detections from ONNX Runtime and PyTorch on a real photo and a shapes image."""
     import glob
 
-    from fyexport.runtime import Detector
     from fyexport.datasets.shapes import make_image
+    from fyexport.detector import Detector
 
     img, _ = make_image(1_000_003)  # val image 0's seed
     arr = np.asarray(img)[:, :, ::-1].copy()
@@ -89,7 +86,7 @@ def test_detector_onnx_and_torch_agree():
     with tempfile.TemporaryDirectory() as td:
         export_onnx(fyexport.load(TINY), Path(td) / "m.onnx")
         d_onnx = Detector(str(Path(td) / "m.onnx"), conf=0.25)
-        for src in (FIXTURES / "bus.jpg", arr):
+        for src in (PHOTO, arr):
             a, b = d_torch(src), d_onnx(src)
             assert len(a) == len(b) and len(a) > 0
             from fyexport.postprocess import box_iou
@@ -97,22 +94,22 @@ def test_detector_onnx_and_torch_agree():
             iou = box_iou(a[:, :4], b[:, :4])
             assert np.all(iou.max(1) >= 0.99)
             assert np.allclose(np.sort(a[:, 4]), np.sort(b[:, 4]), atol=1e-3)
-        many = d_onnx([FIXTURES / "bus.jpg", arr])
+        many = d_onnx([PHOTO, arr])
         assert isinstance(many, list) and len(many) == 2
-        bus_h, bus_w = 1080, 810
-        assert many[0][:, [0, 2]].max() <= bus_w and many[0][:, [1, 3]].max() <= bus_h
+        photo_h, photo_w = 600, 512
+        assert many[0][:, [0, 2]].max() <= photo_w and many[0][:, [1, 3]].max() <= photo_h
     del glob
 
 
 def test_nms_in_graph_matches_python_nms(onnx_models):
     import onnxruntime as ort
 
+    from fyexport.datasets.shapes import make_image
     from fyexport.nms_onnx import detections_from_outputs
     from fyexport.postprocess import non_max_suppression
     from fyexport.preprocess import prepare, read_image
-    from fyexport.datasets.shapes import make_image
 
-    imgs = [read_image(FIXTURES / "bus.jpg")] + [np.asarray(make_image(1_000_003 + i)[0])[:, :, ::-1].copy()
+    imgs = [read_image(PHOTO)] + [np.asarray(make_image(1_000_003 + i)[0])[:, :, ::-1].copy()
                                                 for i in range(3)]
     x = np.stack([prepare(im, 640).tensor for im in imgs])
     s = ort.InferenceSession(str(onnx_models / "nms.onnx"), providers=["CPUExecutionProvider"])
@@ -128,11 +125,11 @@ def test_nms_in_graph_matches_python_nms(onnx_models):
 
 
 def test_detector_with_nms_graph(onnx_models):
-    from fyexport.runtime import Detector
+    from fyexport.detector import Detector
 
     d = Detector(str(onnx_models / "nms.onnx"))
     p = Detector(str(onnx_models / "tiny640.onnx"))
-    a, b = d(FIXTURES / "bus.jpg"), p(FIXTURES / "bus.jpg")
+    a, b = d(PHOTO), p(PHOTO)
     assert d.has_nms and a.shape == b.shape and np.allclose(a, b, atol=1e-2)
 
 

@@ -1,4 +1,4 @@
-"""``fyexport build``: artifacts and manifest, stage caching, safe failure, the mAP gate."""
+"""``fyexport build``: artifacts and manifest, stage caching, safe failure, the accuracy gate."""
 from __future__ import annotations
 
 import json
@@ -6,10 +6,7 @@ import shutil
 import time
 
 import pytest
-
-from conftest import TINY, needs_shared, run_cli
-
-pytestmark = needs_shared
+from conftest import TINY, run_cli
 
 COMMON = ["--img-size", "320", "--num-images", "16", "--bench-duration", "0.2", "--bias-correction", "4"]
 
@@ -32,13 +29,15 @@ def test_build_end_to_end_cache_and_calib_change(data, tmp_path):
     calib = tmp_path / "calib"
     shutil.copytree(root / "images/train", calib)
     out = tmp_path / "out"
-    args = ("--prune", "0.3", "--recover-epochs", "1", "--recover-batch", "8", "--recover-crop", "160")
+    # one recovery epoch cannot recover anything: a wide gate, so that the caching is what is tested
+    args = ("--prune", "0.3", "--recover-epochs", "1", "--recover-batch", "8", "--recover-crop", "160",
+            "--max-map-drop", "100")
     proc = _build(out, calib, yaml_path, *args)
     assert proc.returncode == 0, proc.stderr
     man = json.loads((out / "manifest.json").read_text())
     assert man["status"] == "done" and "fyexport build" in man["command"]
     names = {a["artifact"] for a in man["artifacts"]}
-    assert {"model", "onnx", "cache", "qdq", "qdq_fp16", "qdq_cpu", "eval", "bench", "plot"} <= names
+    assert {"model", "onnx", "cache", "json", "trt", "trt-fp16", "cpu", "eval", "bench", "plot"} <= names
     for a in man["artifacts"]:
         from fyexport.artifacts import sha256_file
 
@@ -55,16 +54,20 @@ def test_build_end_to_end_cache_and_calib_change(data, tmp_path):
     for stage in ("load", "prune", "recover", "export", "calibrate", "eval", "bench"):
         assert f"{stage}: cached" in again.stderr
 
-    # a different calibration folder: calibration and what follows rerun, nothing before it
-    from PIL import Image
-
-    Image.open(sorted(calib.glob("*.jpg"))[0]).transpose(Image.FLIP_LEFT_RIGHT).save(calib / "extra.jpg")
-    third = _build(out, calib, yaml_path, *args)
+    # another calibration sample: calibration and what follows rerun, nothing before it
+    third = _build(out, calib, yaml_path, *args, "--num-images", "12")
     assert third.returncode == 0, third.stderr
     for stage in ("load", "prune", "recover", "export"):
         assert f"{stage}: cached" in third.stderr
     for stage in ("calibrate", "eval", "bench"):
         assert f"{stage}: inputs or settings changed" in third.stderr
+    # a new image in the calibration folder: it is a training image too, so recovery reruns
+    from PIL import Image
+
+    Image.open(sorted(calib.glob("*.jpg"))[0]).transpose(Image.FLIP_LEFT_RIGHT).save(calib / "extra.jpg")
+    fourth = _build(out, calib, yaml_path, *args, "--num-images", "12")
+    assert fourth.returncode == 0, fourth.stderr
+    assert "prune: cached" in fourth.stderr and "recover: inputs or settings changed" in fourth.stderr
 
 
 def test_interrupted_calibration_resumes_byte_identical(data, tmp_path, monkeypatch):
@@ -122,7 +125,7 @@ def test_map_gate(data, tmp_path):
     # 12 validation images are noisy, hence the wide gate; the blank calibration is far outside it
     bad = _build(tmp_path / "bad", blank, yaml_path, "--prune", "0", "--no-bench", "--max-map-drop", "5")
     assert bad.returncode == 1, bad.stderr
-    assert "mAP gate failed" in bad.stderr and "Traceback" not in bad.stderr
+    assert "accuracy gate:" in bad.stderr and "FAILED" in bad.stderr and "Traceback" not in bad.stderr
     assert (tmp_path / "bad/model.qdq.cpu.onnx").exists()
     assert json.loads((tmp_path / "bad/manifest.json").read_text())["status"] == "failed-gate"
     good = _build(tmp_path / "good", root / "images/train", yaml_path, "--prune", "0", "--no-bench", "--max-map-drop",
@@ -161,13 +164,40 @@ def test_log_json_events(data, tmp_path):
     assert "calibrate" in stages and "export" in stages
 
 
+def test_no_recover_fails_the_gate_against_the_unpruned_model(data, tmp_path):
+    """Pruned 0.5 and not recovered, the model detects nothing: exit 1, the gate's one line
+    names the numbers and what to try, the artifacts and a failed-gate manifest stay, no engine."""
+    root, yaml_path = data
+    proc = _build(tmp_path / "o", root / "images/train", yaml_path, "--no-recover", "--no-bench")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(line) == 1 and "FAILED" in line[0] and "unpruned FP32" in line[0] and "--recover-minutes" in line[0]
+    man = json.loads((tmp_path / "o/manifest.json").read_text())
+    assert man["status"] == "failed-gate" and man["stages"]["engine"]["status"] == "skipped"
+    assert (tmp_path / "o/model.qdq.cpu.onnx").exists() and (tmp_path / "o/pruned.pt").exists()
+    assert "passed" not in proc.stdout and "FAILED" in proc.stdout  # the report is shown too
+
+
+def test_without_labels_the_gate_uses_teacher_agreement(data, tmp_path):
+    root, _ = data
+    proc = run_cli("build", "--weights", TINY, "--calib", root / "images/train", "-o", tmp_path / "o", *COMMON,
+                   "--no-recover", "--no-bench")
+    assert proc.returncode == 1 and "teacher agreement" in proc.stderr and "Traceback" not in proc.stderr
+    ev = json.loads((tmp_path / "o/eval.json").read_text())
+    assert ev["unpruned fp32"]["agreement"] == 1.0 and ev["fp32"]["agreement"] < 0.2 and "map" not in ev["fp32"]
+
+
 def test_demo_runs_small(tmp_path):
-    """The README's main command, shrunk: generated data, build on the bundled checkpoint, summary."""
+    """The README's main command, shrunk: generated data, build on the bundled checkpoint and a
+    report; one epoch of recovery on 8 images cannot pass the gate, which must then say so."""
     out = tmp_path / "demo"
     proc = run_cli("demo", "-o", out, "--calib-images", "8", "--val-images", "4", "--recover-epochs", "1")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode in (0, 1), proc.stderr
     man = json.loads((out / "build" / "manifest.json").read_text())
-    assert man["status"] == "done" and "fyexport demo" in man["command"]
+    assert man["status"] == ("done" if proc.returncode == 0 else "failed-gate") and "fyexport demo" in man["command"]
     ev = json.loads((out / "build" / "eval.json").read_text())
-    assert {"unpruned fp32", "fp32", "int8"} <= set(ev) and ev["unpruned fp32"]["images"] == 4
-    assert (out / "build" / "model.qdq.cpu.onnx").exists() and "mAP gate" in proc.stdout
+    assert {"unpruned fp32", "fp32", "int8 (TensorRT Q/DQ)", "int8 (CPU Q/DQ)"} <= set(ev)
+    assert ev["unpruned fp32"]["images"] == 4
+    assert (out / "build" / "model.qdq.cpu.onnx").exists() and "accuracy gate:" in proc.stdout
+    if proc.returncode == 1:
+        assert "FAILED" in proc.stderr and "passed" not in proc.stdout

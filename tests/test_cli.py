@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from conftest import TINY, needs_shared, run_cli
+from conftest import TINY, run_cli
 
 
 def test_help_works_both_ways():
@@ -21,7 +21,6 @@ def test_import_is_light():
     assert out == ["False", "False"]
 
 
-@needs_shared
 def test_info_json_on_fixture():
     proc = run_cli("info", TINY, "--json")
     assert proc.returncode == 0, proc.stderr

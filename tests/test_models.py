@@ -6,10 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import CFG_DIR, FIXTURES, FULL, TINY, needs_shared
-
-pytestmark = needs_shared
 
 
 def _reference():
@@ -22,6 +19,7 @@ def _cfgs():
     return sorted(_reference()["params_as_built_nc80"].items())
 
 
+@needs_shared
 @pytest.mark.parametrize("cfg,expected", _cfgs())
 def test_param_counts_match_official(cfg, expected):
     from fyexport import build_model
@@ -30,6 +28,7 @@ def test_param_counts_match_official(cfg, expected):
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
+@needs_shared
 @pytest.mark.parametrize("cfg,key", [("deploy/yolov7", "yolov7"), ("training/yolov7", "yolov7"),
                                      ("deploy/yolov7x", "yolov7x"), ("training/yolov7-tiny", "yolov7-tiny")])
 def test_fused_param_counts(cfg, key):
@@ -40,9 +39,10 @@ def test_fused_param_counts(cfg, key):
     assert type(model.head).__name__ == "Detect"
 
 
+@needs_shared
 def test_seed_macs_and_params_at_224():
-    from fyexport.info import count_macs_params
     from fyexport import build_model
+    from fyexport.models.stats import count_macs_params
 
     ref = _reference()["seed_pruning_yolov7_fused_224"]
     model = build_model(CFG_DIR / "deploy/yolov7.yaml").fuse()
@@ -50,6 +50,7 @@ def test_seed_macs_and_params_at_224():
     assert (macs, params) == (ref["macs_before"], ref["params_before"])
 
 
+@needs_shared
 def test_batchnorm_eps_and_momentum():
     from fyexport import build_model
 
@@ -67,10 +68,10 @@ def test_strides_and_anchors_as_official(tiny_model):
     assert head.anchor_grid[2, 0, 2, 0, 0].tolist() == [373.0, 326.0]
 
 
-@pytest.mark.parametrize("path", [TINY, FULL], ids=["tiny", "full"])
+@pytest.mark.parametrize("path", [TINY, pytest.param(FULL, marks=needs_shared)], ids=["tiny", "full"])
 def test_state_dict_keys_identical_to_official(path):
-    from fyexport.models.checkpoint import _official_model_stub, read_pickle, stub_state_dict
     import fyexport
+    from fyexport.models.checkpoint import _official_model_stub, read_pickle, stub_state_dict
 
     stub, _ = _official_model_stub(path, read_pickle(path))
     official = stub_state_dict(stub)
@@ -83,14 +84,18 @@ def test_state_dict_keys_identical_to_official(path):
         assert key in ours
 
 
-@pytest.mark.parametrize("name,key", [(TINY, "tiny"), (FULL, "full")], ids=["tiny", "full"])
+@pytest.mark.parametrize("name,key", [(TINY, "tiny"), pytest.param(FULL, "full", marks=needs_shared)],
+                         ids=["tiny", "full"])
 @pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
-def test_golden_outputs(name, key, fused, golden):
+def test_golden_outputs(name, key, fused, golden_tiny, request):
+    """The official outputs: on shapes val_000000 (tests/data) and, with the shared data, on bus.jpg."""
     import fyexport
 
+    shared = FIXTURES.is_dir()
+    golden = request.getfixturevalue("golden") if shared else golden_tiny
     model = fyexport.load(name, fuse=fused)
     assert model.is_fused == fused
-    for img in ("bus", "shapes_val0"):
+    for img in ("bus", "shapes_val0") if shared else ("shapes_val0",):
         with torch.no_grad():
             out = model(torch.from_numpy(golden[f"{img}_input"]))[0].numpy()
         ref = golden[f"{key}_{img}_output"]
@@ -112,6 +117,7 @@ def _randomize_bn(model, seed=0):
             m.implicit.data.add_(torch.randn(m.implicit.shape, generator=g) * 0.05)
 
 
+@needs_shared
 @pytest.mark.parametrize("cfg", ["training/yolov7", "training/yolov7-w6", "training/yolov7-e6e",
                                  "deploy/yolov7-tiny-silu"])
 def test_fuse_preserves_output(cfg):
@@ -168,6 +174,7 @@ def test_eval_returns_decoded_first_and_training_returns_raw(tiny_model):
         tiny_model.eval()
 
 
+@needs_shared
 def test_cfg_parser_rejects_unknown_names(tmp_path):
     from fyexport import build_model
     from fyexport.errors import InputError
@@ -183,6 +190,7 @@ def test_cfg_parser_rejects_unknown_names(tmp_path):
         build_model(cfg)
 
 
+@needs_shared
 def test_build_model_nc_override():
     from fyexport import build_model
 

@@ -6,12 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from conftest import CFG_DIR, FIXTURES, TINY, needs_shared, run_cli
-
-pytestmark = needs_shared
+from conftest import CFG_DIR, FIXTURES, TINY, needs_shared, reference, run_cli
 
 
+@needs_shared
 def test_seed_reproduction_exact():
     """deploy/yolov7 nc=80, fused, ratio 0.5, L2, head ignored, no rounding, counted at 224."""
     from fyexport import build_model
@@ -81,6 +79,7 @@ def test_prune_bad_input(tmp_path, args, needle):
     assert not out.exists()
 
 
+@needs_shared
 def test_prune_cli_json(tmp_path):
     proc = run_cli("prune", "--cfg", CFG_DIR / "deploy/yolov7-tiny.yaml", "--nc", "5", "--ratio", "0.25",
                    "--count-size", "320", "--json", "-o", tmp_path / "p.pt")
@@ -89,65 +88,11 @@ def test_prune_cli_json(tmp_path):
     assert d["macs_after"] < d["macs_before"] and d["count_size"] == 320 and (tmp_path / "p.pt").exists()
 
 
-def test_recover_improves_on_pruned(tmp_path, tiny_model, shapes_small):
-    """A few distillation steps reduce the distillation loss on held-out real images."""
+def test_recover_bad_inputs(tmp_path, shapes_small, tiny_model):
     import fyexport
-    from fyexport.loss import DistillLoss
-    from fyexport.preprocess import prepare, read_image
-    from fyexport.prune import prune
-    from fyexport.recover import RecoverConfig, recover, training_images
-
-    pruned, _ = prune(tiny_model, 0.3)
-    paths, spec = training_images(data=shapes_small)
-    val = spec.images("val")[:4]
-    x = torch.from_numpy(np.stack([prepare(read_image(p), 320).tensor for p in val]))
-    teacher = fyexport.load(TINY).fuse()
-    kd = DistillLoss(3)
-    with torch.no_grad():
-        t_out = teacher(x)[1]
-        before = kd(pruned(x)[1], t_out)[0].item()
-    cfg = RecoverConfig(epochs=5, img_size=320, batch=4, lr=2e-3, warmup_iters=2)
-    rec, summary = recover(pruned, fyexport.load(TINY), paths, tmp_path / "r.pt", cfg, data=spec)
-    with torch.no_grad():
-        after = kd(rec(x)[1], t_out)[0].item()
-    assert summary["iterations"] == 10 and summary["labels"] is True
-    assert after < 0.9 * before
-    back = fyexport.load(tmp_path / "r.pt")
-    assert back.meta["recover"]["epochs"] == 5 and not (tmp_path / "r.recover-state.pt").exists()
-
-
-def test_recover_resume_continues(tmp_path, tiny_model, shapes_small, monkeypatch):
-    import fyexport
-    from fyexport import recover as rec_mod
-    from fyexport.prune import prune
-
-    pruned, _ = prune(tiny_model, 0.3)
-    paths, _ = rec_mod.training_images(data=shapes_small)
-    cfg = rec_mod.RecoverConfig(epochs=2, img_size=256, batch=4, warmup_iters=1)
-    calls = {"n": 0}
-    real = rec_mod.augment
-
-    def flaky(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:  # during the second epoch
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(rec_mod, "augment", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        rec_mod.recover(pruned, fyexport.load(TINY), paths, tmp_path / "r.pt", cfg)
-    assert (tmp_path / "r.recover-state.pt").exists() and not (tmp_path / "r.pt").exists()
-    monkeypatch.setattr(rec_mod, "augment", real)
-    _, summary = rec_mod.recover(pruned, fyexport.load(TINY), paths, tmp_path / "r.pt", cfg, resume=True)
-    assert [h["epoch"] for h in summary["history"]] == [1, 2]
-
-
-def test_recover_bad_inputs(tmp_path, shapes_small):
     from fyexport.models import save
 
-    import fyexport
-
-    other = fyexport.build_model(CFG_DIR / "deploy/yolov7-tiny.yaml", nc=3)
+    other = fyexport.build_model(tiny_model.yaml, nc=3)  # the bundled checkpoint's own cfg, 3 classes
     save(other, tmp_path / "three.pt")
     (tmp_path / "empty").mkdir()
     cases = [
@@ -163,36 +108,11 @@ def test_recover_bad_inputs(tmp_path, shapes_small):
         assert not out.exists()
 
 
-def test_random_crop_moves_boxes_with_pixels():
-    from fyexport.recover import random_crop
-
-    x = torch.zeros(2, 3, 128, 128)
-    # image 0: a white 20x20 square centred at (70, 50); image 1: a box no 64x64 window keeps 30% of
-    x[0, :, 40:60, 60:80] = 1.0
-    tg = torch.tensor([[0, 2, 70.0, 50.0, 20.0, 20.0], [1, 1, 64.0, 64.0, 120.0, 120.0]])
-    gen = torch.Generator().manual_seed(0)
-    seen = 0
-    for _ in range(20):
-        xc, tc = random_crop(x, tg.clone(), 64, gen)
-        assert xc.shape == (2, 3, 64, 64)
-        for row in tc:
-            assert int(row[0]) == 0 and int(row[1]) == 2  # the cut-off box of image 1 is dropped
-            cx, cy, w, h = row[2:].tolist()
-            x1, y1, x2, y2 = round(cx - w / 2), round(cy - h / 2), round(cx + w / 2), round(cy + h / 2)
-            assert 0 <= x1 < x2 <= 64 and 0 <= y1 < y2 <= 64
-            inside = xc[0, 0, y1:y2, x1:x2]
-            assert inside.numel() and bool((inside == 1).all())  # the box still frames the square
-            assert float(xc[0, 0].sum()) == pytest.approx((x2 - x1) * (y2 - y1))
-            seen += 1
-    assert seen > 0
-
-
 def test_eval_matches_between_torch_and_onnx(tmp_path, shapes_small):
+    import fyexport
     from fyexport.evaluate import evaluate
     from fyexport.export import export_onnx
     from fyexport.runners import open_runner
-
-    import fyexport
 
     export_onnx(fyexport.load(TINY), tmp_path / "t.onnx")
     a = evaluate(open_runner(str(TINY)), shapes_small)
@@ -202,32 +122,32 @@ def test_eval_matches_between_torch_and_onnx(tmp_path, shapes_small):
     assert len(a.per_class) == 5 and all("map50" in c for c in a.per_class)
 
 
-def test_eval_cli_refuses_class_mismatch(tmp_path, shapes_small):
+def test_eval_cli_refuses_class_mismatch(tmp_path, shapes_small, tiny_model):
     import fyexport
 
-    m = fyexport.build_model(CFG_DIR / "deploy/yolov7-tiny.yaml", nc=3)
+    m = fyexport.build_model(tiny_model.yaml, nc=3)
     fyexport.save(m, tmp_path / "three.pt")
     proc = run_cli("eval", tmp_path / "three.pt", "--data", shapes_small, "--img-size", "256")
     assert proc.returncode == 2 and "3 classes" in proc.stderr
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,key", [("yolov7-tiny-shapes.pt", "tiny"), ("yolov7-shapes.pt", "full")])
+@pytest.mark.parametrize("name,key", [("yolov7-tiny-shapes.pt", "tiny"),
+                                      pytest.param("yolov7-shapes.pt", "full", marks=needs_shared)])
 def test_eval_agrees_with_official_figures(name, key, tmp_path_factory):
     """Acceptance: within 1.0 point of the official test.py figures on 500 validation images."""
+    import fyexport
     from fyexport.datasets.shapes import generate
     from fyexport.evaluate import evaluate
     from fyexport.export import export_onnx
     from fyexport.runners import open_runner
 
-    import fyexport
-
-    ref = json.loads((FIXTURES / "reference.json").read_text())["fixtures"][name]
+    ref = (reference() if key == "tiny" else json.loads((FIXTURES / "reference.json").read_text()))["fixtures"][name]
     root = tmp_path_factory.getbasetemp() / "shapes_val500"
     if not (root / "shapes.yaml").exists():
         generate(root, train=0, val=500)
     onnx_path = tmp_path_factory.mktemp(key) / "m.onnx"
-    export_onnx(fyexport.load(FIXTURES / name), onnx_path)
+    export_onnx(fyexport.load(TINY if key == "tiny" else FIXTURES / name), onnx_path)
     res = evaluate(open_runner(str(onnx_path)), root / "shapes.yaml")
     assert abs(res.map50 - ref["official_val_map50"]) <= 0.01
     assert abs(res.map - ref["official_val_map50_95"]) <= 0.01

@@ -6,9 +6,7 @@ import os
 
 import numpy as np
 import pytest
-
-from conftest import REPO, TINY, needs_shared, run_cli
-
+from conftest import REPO, TINY, run_cli
 
 # -- the KL search against an independent, straightforward implementation ---------------
 
@@ -193,7 +191,7 @@ def test_nonfinite_activation_is_an_error():
     h.update(np.ones(10, np.float32))
     bad = np.ones(10, np.float32)
     bad[3] = np.nan
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(ValueError, match="NaN or Inf"):
         h.update(bad)
 
 
@@ -270,13 +268,12 @@ def _bad_image_folder(root, good_dir):
     return root
 
 
-@needs_shared
 def test_calibration_outputs_and_determinism(tiny_onnx, calib_images, tmp_path):
     from fyexport.quantize import calibrate
     from fyexport.quantize.cache import parse_cache
 
     a = calibrate(tiny_onnx, calib_images, tmp_path / "a", num_images=12, batch=4)
-    b = calibrate(tiny_onnx, calib_images, tmp_path / "b", num_images=12, batch=4)
+    calibrate(tiny_onnx, calib_images, tmp_path / "b", num_images=12, batch=4)
     ca, cb = (tmp_path / "a/calib.cache").read_bytes(), (tmp_path / "b/calib.cache").read_bytes()
     assert ca == cb
     for name in ("model.qdq.onnx", "model.qdq.fp16.onnx", "model.qdq.cpu.onnx"):
@@ -296,7 +293,7 @@ def test_calibration_outputs_and_determinism(tiny_onnx, calib_images, tmp_path):
     stats = tmp_path / "a" / "calib.stats.json"
     col = load_collected(stats, json.loads(stats.read_text())["key"])
     multi = 0
-    for gid, g in a.info["groups"].items():
+    for g in a.info["groups"].values():
         assert all(producer.get(t) != "Concat" for t in g["histogrammed"])
         assert set(g["histogrammed"]) <= set(g["tensors"]) and set(col.hists) >= set(g["histogrammed"])
         own = [compute_amax(col.hists[t], "entropy") for t in g["histogrammed"]]
@@ -310,7 +307,6 @@ def test_calibration_outputs_and_determinism(tiny_onnx, calib_images, tmp_path):
     assert any(mm[k] > amax[k] * 1.0001 for k in amax)  # minmax never clips, entropy does somewhere
 
 
-@needs_shared
 def test_interrupted_calibration_resumes_identically(tiny_onnx, calib_images, tmp_path, monkeypatch):
     import fyexport.preprocess as pre
     from fyexport.quantize import calibrate
@@ -338,7 +334,6 @@ def test_interrupted_calibration_resumes_identically(tiny_onnx, calib_images, tm
     del ref
 
 
-@needs_shared
 def test_awkward_calibration_folder(tiny_onnx, calib_images, tmp_path):
     folder = _bad_image_folder(tmp_path / "mixed", calib_images)
     proc = run_cli("calibrate", tiny_onnx, "--images", folder, "-o", tmp_path / "out", "--num-images", "100",
@@ -360,13 +355,12 @@ def test_empty_or_missing_folder_is_a_usage_error(tmp_path):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
-@needs_shared
 def test_qdq_models_follow_the_rules_and_run(tiny_onnx, calib_images, tmp_path):
     import onnx
     import onnxruntime as ort
 
     from fyexport.quantize import calibrate
-    from fyexport.quantize.inspect import inspect_qdq
+    from fyexport.quantize.inspection import inspect_qdq
 
     calibrate(tiny_onnx, calib_images, tmp_path, num_images=12, batch=4)
     trt = inspect_qdq(onnx.load(str(tmp_path / "model.qdq.onnx")))
@@ -396,7 +390,6 @@ def test_qdq_models_follow_the_rules_and_run(tiny_onnx, calib_images, tmp_path):
     assert any("Concat" in v for v in bad.violations)
 
 
-@needs_shared
 def test_int8_accuracy_close_to_fp32(tiny_onnx, calib_images, tmp_path, shapes_small):
     """A real (small) accuracy check: INT8 on 16 validation images stays near FP32."""
     from fyexport.evaluate import evaluate
@@ -419,7 +412,7 @@ def test_auto_exclude_keeps_the_most_harmful_groups_in_float(tiny_onnx, calib_im
     import onnx
 
     from fyexport.quantize import calibrate
-    from fyexport.quantize.inspect import inspect_qdq
+    from fyexport.quantize.inspection import inspect_qdq
 
     calibrate(tiny_onnx, calib_images, tmp_path, num_images=12, batch=4, auto_exclude=2, sensitivity_images=2,
               bias_correction=0)
@@ -476,12 +469,12 @@ def test_amax_search_scores_consumers_and_prefers_entropy(tiny_onnx, calib_image
     import torch
     from onnx import numpy_helper
 
+    from fyexport.onnx_facts import session_options
     from fyexport.quantize import calibrate
     from fyexport.quantize.collect import calibration_model
     from fyexport.quantize.graph import analyse, graph_index
     from fyexport.quantize.qdq import quantize_weight, weight_scales
     from fyexport.quantize.search import candidate_amax, search_amax
-    from fyexport.runners.ort import session_options
 
     r = calibrate(tiny_onnx, calib_images, tmp_path, num_images=12, batch=4, method="search",
                   sensitivity_images=3, bias_correction=0)
@@ -502,8 +495,8 @@ def test_amax_search_scores_consumers_and_prefers_entropy(tiny_onnx, calib_image
     # the error of one single-reader group, recomputed with torch
     import onnxruntime as ort
 
-    from fyexport.quantize import _images_tensor, load_collected
-    from fyexport.quantize.collect import select_images
+    from fyexport.preprocess import select_images
+    from fyexport.quantize.calibration import load_collected, probe_images
 
     proto = onnx.load(str(tiny_onnx))
     plan = analyse(proto)
@@ -515,7 +508,7 @@ def test_amax_search_scores_consumers_and_prefers_entropy(tiny_onnx, calib_image
     kind = plan.activations[conv.output[0]]
     alpha = next((a.f for n in proto.graph.node if kind[0] == "leaky" and n.name == kind[1]
                   for a in n.attribute if a.name == "alpha"), 0.01)
-    probe = _images_tensor(proto, select_images(calib_images, 12, 0), 3)
+    probe = probe_images(proto, select_images(calib_images, 12, 0), 3)
     sess = ort.InferenceSession(calibration_model(proto, [conv.input[0]]), session_options(),
                                 providers=["CPUExecutionProvider"])
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}

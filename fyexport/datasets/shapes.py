@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,8 @@ def shape_polygon(cls: int, cx: float, cy: float, r: float, rot: float, aspect: 
         n, radii = 10, [r if k % 2 == 0 else r * 0.45 for k in range(10)]
     else:  # cross: 12-gon outline
         a, b = r, r * 0.35
-        base = [(b, a), (b, b), (a, b), (a, -b), (b, -b), (b, -a), (-b, -a), (-b, -b), (-a, -b), (-a, b), (-b, b), (-b, a)]
+        base = [(b, a), (b, b), (a, b), (a, -b), (b, -b), (b, -a), (-b, -a), (-b, -b), (-a, -b), (-a, b), (-b, b),
+                (-b, a)]
         c, s = math.cos(rot), math.sin(rot)
         return [(cx + (x * c - y * s) * aspect, cy + (x * s + y * c)) for x, y in base]
     pts = []
@@ -126,6 +128,25 @@ def generate(out, train: int = 4000, val: int = 500, size: int = 640, seed: int 
     return yaml_path
 
 
+def demo_data(root, train: int, val: int) -> Path:
+    """The demo's data set under ``root`` (regenerated only when its image counts differ);
+    returns its data yaml."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    have = {s: len(list((root / "images" / s).glob("*.jpg"))) for s in ("train", "val")}
+    if have["train"] != train or have["val"] != val:
+        print(f"generating {train} training and {val} validation images in {root}", file=sys.stderr)
+        for split, count, seed in (("train", train, 0), ("val", val, 1)):
+            d = root / "images" / split
+            for old in d.glob("*.jpg") if d.exists() else []:
+                old.unlink()
+            write_split(root, split, count, seed, 640)
+    r = root.resolve()
+    yaml_path = root / "shapes.yaml"
+    yaml_path.write_text(f"train: {r}/images/train\nval: {r}/images/val\nnc: {len(CLASSES)}\nnames: {CLASSES}\n")
+    return yaml_path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
@@ -143,7 +164,8 @@ def main() -> None:
             for split, count, seed in jobs:
                 chunk = max(1, count // args.workers + 1)
                 for start in range(0, count, chunk):
-                    futs.append(ex.submit(_write_range, args.out, split, start, min(count, start + chunk), seed, args.size))
+                    stop = min(count, start + chunk)
+                    futs.append(ex.submit(_write_range, args.out, split, start, stop, seed, args.size))
             for f in futs:
                 f.result()
     else:

@@ -84,32 +84,3 @@ def fold_implicit_conv(conv: nn.Conv2d, ia: torch.Tensor | None, im: torch.Tenso
     out.weight.copy_(w.to(conv.weight.dtype))
     out.bias.copy_(b.to(conv.weight.dtype))
     return out
-
-
-@torch.no_grad()
-def head_to_detect(head):
-    """Return a plain :class:`Detect` equal to ``head`` in inference (implicits folded,
-    auxiliary head dropped).  A Detect is returned unchanged."""
-    from .heads import Detect, IDetect
-
-    if type(head) is Detect:
-        return head
-    anchors_px = head.anchor_grid.detach().float().view(head.nl, -1).tolist()
-    ch = [c.in_channels for c in head.m]
-    det = Detect(head.nc, anchors_px, ch).to(head.anchor_grid.device)
-    det.anchors.copy_(head.anchors)
-    det.anchor_grid.copy_(head.anchor_grid)
-    det.stride = head.stride.clone()
-    for i in range(head.nl):
-        if isinstance(head, IDetect):
-            det.m[i] = fold_implicit_conv(head.m[i], head.ia[i].implicit, head.im[i].implicit)
-        else:
-            det.m[i] = head.m[i]
-    for attr in ("i", "f", "type", "np"):
-        if hasattr(head, attr):
-            setattr(det, attr, getattr(head, attr))
-    if isinstance(det.f, list):
-        det.f = det.f[: head.nl]
-    det.type = "Detect"
-    det.train(head.training)
-    return det

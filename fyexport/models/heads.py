@@ -113,4 +113,30 @@ class IAuxDetect(IDetect):
         return torch.cat([self.decode(i, p) for i, p in enumerate(lead)], 1), lead
 
 
-HEADS = (Detect, IDetect, IAuxDetect)
+@torch.no_grad()
+def head_to_detect(head):
+    """Return a plain :class:`Detect` equal to ``head`` in inference (implicits folded,
+    auxiliary head dropped).  A Detect is returned unchanged."""
+    from .fuse import fold_implicit_conv
+
+    if type(head) is Detect:
+        return head
+    anchors_px = head.anchor_grid.detach().float().view(head.nl, -1).tolist()
+    ch = [c.in_channels for c in head.m]
+    det = Detect(head.nc, anchors_px, ch).to(head.anchor_grid.device)
+    det.anchors.copy_(head.anchors)
+    det.anchor_grid.copy_(head.anchor_grid)
+    det.stride = head.stride.clone()
+    for i in range(head.nl):
+        if isinstance(head, IDetect):
+            det.m[i] = fold_implicit_conv(head.m[i], head.ia[i].implicit, head.im[i].implicit)
+        else:
+            det.m[i] = head.m[i]
+    for attr in ("i", "f", "type", "np"):
+        if hasattr(head, attr):
+            setattr(det, attr, getattr(head, attr))
+    if isinstance(det.f, list):
+        det.f = det.f[: head.nl]
+    det.type = "Detect"
+    det.train(head.training)
+    return det

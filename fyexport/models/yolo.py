@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .common import SPPCSPC, Concat, Conv, DownC, Dropped, MP, ReOrg, RepConv, Shortcut, SP
+from .common import MP, SP, SPPCSPC, Concat, Conv, DownC, Dropped, ReOrg, RepConv, Shortcut
 from .heads import Detect, IAuxDetect, IDetect
 
 MODULES: dict[str, type] = {
@@ -231,7 +231,7 @@ class Model(nn.Module):
     def fuse(self) -> "Model":
         """Fold BN into convs, merge RepConv branches, fold implicits so the head is a plain
         Detect, and drop layers only the auxiliary head used.  Idempotent."""
-        from .fuse import head_to_detect
+        from .heads import head_to_detect
 
         if self.is_fused:
             return self

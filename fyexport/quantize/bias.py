@@ -5,10 +5,8 @@ of each quantized conv (clipping mostly removes large values, so means drop).  F
 quantized conv, :func:`local_shifts` measures that shift on calibration images from the
 conv's own quantization alone (fed the FP32 input), and :func:`build_qdq` subtracts it from
 the conv's float bias.  Measuring each conv locally avoids the over-correction of a
-whole-network one-shot estimate (measured here: the one-shot variant, an earlier implementation,
-collapsed yolov7-shapes to 0.27 mAP@.5:.95; the local one lifted the CPU INT8 model from
-0.7395 to 0.7428 against FP32 0.7500).  Only float biases change: Q/DQ placement, scales
-and the TensorRT cache stay exactly as calibrated.
+whole-network one-shot estimate (benchmarks/README.md has the measurements).  Only float
+biases change: Q/DQ placement, scales and the TensorRT cache stay exactly as calibrated.
 """
 from __future__ import annotations
 
@@ -25,10 +23,8 @@ def local_shifts(proto, plan, amax: dict, gmin: dict, images: np.ndarray, flavou
     import onnx
     from onnx import helper, numpy_helper
 
-    import onnxruntime as ort
-
-    from ..runners.ort import session_options
-    from .qdq import _act_params, quantized_twin
+    from ..onnx_facts import cpu_session, image_input
+    from .qdq import act_params, quantized_twin
 
     m = onnx.ModelProto()
     m.CopyFrom(proto)
@@ -36,15 +32,16 @@ def local_shifts(proto, plan, amax: dict, gmin: dict, images: np.ndarray, flavou
     inits = {i.name: i for i in g.initializer}
     extra_nodes, extra_inits, pairs = [], [], {}
     unsigned = flavour == "cpu"
+    in_name = image_input(proto).name
     for n in list(g.node):
         if n.op_type != "Conv" or n.name not in plan.conv_nodes:
             continue
         x = n.input[0]
         gid = plan.tensor_group[x]
-        if unsigned and x == "images":
+        if unsigned and x == in_name:
             scale, zp = np.float32(1 / 255), np.uint8(0)
         else:
-            scale, zp = _act_params(gmin.get(gid, 0.0), amax[gid], unsigned)
+            scale, zp = act_params(gmin.get(gid, 0.0), amax[gid], unsigned)
         k = len(pairs)
         nodes, new_inits, y = quantized_twin(n, numpy_helper.to_array(inits[n.input[1]]).astype(np.float32), f"bc{k}",
                                              scale, zp)
@@ -57,12 +54,12 @@ def local_shifts(proto, plan, amax: dict, gmin: dict, images: np.ndarray, flavou
     for ref, q in pairs.values():
         g.output.extend([helper.make_tensor_value_info(ref, onnx.TensorProto.FLOAT, None),
                          helper.make_tensor_value_info(q, onnx.TensorProto.FLOAT, None)])
-    sess = ort.InferenceSession(m.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    sess = cpu_session(m)
     names = [o.name for o in sess.get_outputs()]
     acc: dict = {}
     with progress("bias correction", len(images)) as bar:
         for img in images:
-            outs = dict(zip(names, sess.run(names, {"images": img[None]})))
+            outs = dict(zip(names, sess.run(names, {in_name: img[None]})))
             for conv, (ref, q) in pairs.items():
                 d = (outs[q] - outs[ref]).mean(axis=(0, 2, 3), dtype=np.float64)
                 acc[conv] = d if conv not in acc else acc[conv] + d

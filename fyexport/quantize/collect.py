@@ -18,38 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import FyexportError, InputError
 from ..log import G_LOGGER, progress
-from .graph import Plan, analyse
-from .histogram import AbsHistogram
+from ..onnx_facts import cpu_session, image_input
+from ..preprocess import ImageSet
+from .graph import Plan
+from .histogram import AbsHistogram, NonFiniteActivation
 
 MIN_RECOMMENDED = 500
-
-
-@dataclass
-class ImageSet:
-    paths: list
-    found: int
-    list_hash: str
-    root: str
-
-
-def select_images(folder, num_images: int | None = 500, seed: int = 0) -> ImageSet:
-    from ..preprocess import file_list_hash, list_images, sample_images
-
-    p = Path(folder)
-    if not p.exists():
-        raise InputError(f"{p}: no such calibration folder")
-    if not p.is_dir():
-        raise InputError(f"{p}: not a folder (give a folder of calibration images)")
-    found = list_images(p)
-    if not found:
-        raise InputError(f"{p}: no image files (jpg, png, bmp, webp, tiff) in this folder or below",
-                         "Put at least a few hundred images like the deployment's in it")
-    chosen = sample_images(found, num_images, seed)
-    return ImageSet(chosen, len(found), file_list_hash(chosen, p), str(p))
 
 
 @dataclass
@@ -62,13 +38,6 @@ class Collected:
     seconds: float = 0.0
     infer_seconds: float = 0.0
     stats_seconds: float = 0.0  # time spent counting histograms and ranges
-
-
-def _model_input(proto):
-    inits = {i.name for i in proto.graph.initializer}
-    inp = [i for i in proto.graph.input if i.name not in inits][0]
-    dims = [d.dim_value or None for d in inp.type.tensor_type.shape.dim]
-    return inp.name, dims
 
 
 def calibration_model(proto, outputs: list) -> bytes:
@@ -102,7 +71,7 @@ def calibration_model(proto, outputs: list) -> bytes:
     del m.graph.initializer[:]
     m.graph.initializer.extend(inits)
     del m.graph.value_info[:]
-    inp = [i for i in m.graph.input if i.name not in {x.name for x in m.graph.initializer}][0]
+    inp = next(i for i in m.graph.input if i.name == image_input(proto).name)
     inp.type.tensor_type.shape.dim[0].ClearField("dim_value")
     inp.type.tensor_type.shape.dim[0].dim_param = "batch"
     return m.SerializeToString()
@@ -119,96 +88,128 @@ def exposed_tensors(plan: Plan) -> tuple[list, list]:
 
 def calibration_session(proto, outputs: list):
     """An ONNX Runtime CPU session of the FP32 graph with ``outputs`` exposed."""
-    import onnxruntime as ort
-
-    from ..runners.ort import session_options
-
-    so = session_options()
     # Counting runs between two inferences on the same cores: stop ONNX Runtime's worker
     # threads spinning as soon as a run returns, or they spin against the counting threads
-    # (measured: counting 31 ms -> 22 ms per 640x640 image on 2 cores, inference unchanged).
-    so.add_session_config_entry("session.force_spinning_stop", "1")
-    return ort.InferenceSession(calibration_model(proto, outputs), so, providers=["CPUExecutionProvider"])
+    # (benchmarks/README.md, calibration cost).
+    return cpu_session(calibration_model(proto, outputs), config={"session.force_spinning_stop": "1"})
 
 
-def _state_key(model_sha: str, images: ImageSet, method_independent: dict) -> str:
+def state_key(model_sha: str, images: ImageSet, method_independent: dict) -> str:
     from ..artifacts import sha256_json
 
     return sha256_json({"model": model_sha, "images": images.list_hash, **method_independent})
 
 
+@dataclass
+class _Tally:
+    """Where a statistics pass stands: the next image, and what was used or skipped."""
+
+    next: int = 0
+    used: int = 0
+    skipped: int = 0
+    reasons: dict = field(default_factory=dict)
+
+    def skip(self, why: str) -> None:
+        self.skipped += 1
+        self.reasons[why] = self.reasons.get(why, 0) + 1
+
+
+class _StatsPass:
+    """One ONNX Runtime session over the calibration images, counting as it goes."""
+
+    def __init__(self, proto, hists: dict, ranges: dict):
+        inp = image_input(proto)
+        if None in inp.hw:
+            raise InputError("the ONNX input needs fixed H and W for calibration")
+        self.in_name, self.hw = inp.name, inp.hw
+        self.sess = calibration_session(proto, list(hists) + list(ranges))
+        self.out_names = [o.name for o in self.sess.get_outputs()]
+        self.hists, self.ranges = hists, ranges
+        self.first_done = any(h.width is not None for h in hists.values())
+        self.t_inf = self.t_stats = 0.0
+
+    def count(self, arrays) -> None:
+        tb = time.perf_counter()
+        _update_stats(self.out_names, arrays, self.hists, self.ranges)
+        self.t_stats += time.perf_counter() - tb
+
+    def run_batch(self, paths, tally: _Tally, bar) -> None:
+        """One image per run and statistics right away: exposing intermediate tensors of a
+        whole batch costs far more memory traffic than the inference itself.  Only the first
+        batch is held, because its max |x| sets each histogram's bin width."""
+        from ..preprocess import BadImage, prepare, read_image
+
+        stash = []
+        for p in paths:
+            bar.advance()
+            try:
+                x = prepare(read_image(p), self.hw).tensor
+            except BadImage as e:
+                tally.skip(str(e).split(" (")[0])
+                G_LOGGER.debug(f"{p}: skipped ({e})")
+                continue
+            ta = time.perf_counter()
+            res = self.sess.run(self.out_names, {self.in_name: x[None]})
+            self.t_inf += time.perf_counter() - ta
+            if self.first_done:
+                self.count([[r] for r in res])
+            else:
+                stash.append(res)
+            tally.used += 1
+        if stash:
+            self.count([[r[k] for r in stash] for k in range(len(self.out_names))])
+            self.first_done = True
+
+
 def collect(proto, plan: Plan, images: ImageSet, batch: int = 8, state_path: Path | None = None,
             state_key: str = "", save_every: int = 4) -> Collected:
     """Run the calibration images and return the histograms and ranges."""
-    from ..preprocess import BadImage, prepare, read_image
-
-    in_name, dims = _model_input(proto)
-    hw = (dims[2], dims[3])
-    if hw[0] is None or hw[1] is None:
-        raise InputError("the ONNX input needs fixed H and W for calibration")
     reps, extra = exposed_tensors(plan)
-    sess = calibration_session(proto, reps + extra)
-    out_names = [o.name for o in sess.get_outputs()]
-
-    hists = {t: AbsHistogram() for t in reps}  # per tensor; calibrate() unifies each group to the max
+    hists = {t: AbsHistogram() for t in reps}  # per tensor; calibration unifies each group to the max
     ranges = {t: [math.inf, -math.inf] for t in extra}
-    start, used, skipped, reasons = 0, 0, 0, {}
-    if state_path is not None and state_path.exists():
-        st = _load_state(state_path)
-        if st and st.get("key") == state_key:
-            start, used, skipped, reasons = st["next"], st["used"], st["skipped"], st["reasons"]
-            for g, h in st["hists"].items():
-                hists[g].__dict__.update(h)
-            ranges.update({k: list(v) for k, v in st["ranges"].items()})
-            G_LOGGER.info(f"calibration: resuming at image {start} of {len(images.paths)}")
-        else:
-            G_LOGGER.info("calibration: stale state from another model/image set ignored")
+    tally = _resume(state_path, state_key, hists, ranges, len(images.paths))
+    stats = _StatsPass(proto, hists, ranges)
+    stats.first_done = stats.first_done or tally.next > 0
     t0 = time.perf_counter()
-    t_inf = t_stats = 0.0
     n = len(images.paths)
-    first_done = any(h.width is not None for h in hists.values()) or start > 0
     with progress("calibrate", n) as bar:
-        bar.advance(start)
-        for bi, i0 in enumerate(range(start, n, batch)):
-            chunk = images.paths[i0:i0 + batch]
-            stash = []
-            for p in chunk:
-                try:
-                    x = prepare(read_image(p), hw).tensor
-                except BadImage as e:
-                    skipped += 1
-                    why = str(e).split(" (")[0]
-                    reasons[why] = reasons.get(why, 0) + 1
-                    G_LOGGER.debug(f"{p}: skipped ({e})")
-                    bar.advance()
-                    continue
-                # One image per run and statistics right away: exposing intermediate tensors of
-                # a whole batch costs far more memory traffic than the inference itself.  Only
-                # the first batch is held, because its max |x| sets the histogram bin width.
-                ta = time.perf_counter()
-                res = sess.run(out_names, {in_name: x[None]})
-                t_inf += time.perf_counter() - ta
-                if first_done:
-                    tb = time.perf_counter()
-                    _update_stats(out_names, [[r] for r in res], hists, ranges)
-                    t_stats += time.perf_counter() - tb
-                else:
-                    stash.append(res)
-                del res
-                used += 1
-                bar.advance()
-            if stash:
-                tb = time.perf_counter()
-                _update_stats(out_names, [[r[k] for r in stash] for k in range(len(out_names))], hists, ranges)
-                t_stats += time.perf_counter() - tb
-                first_done = True
-                del stash
+        bar.advance(tally.next)
+        for bi, i0 in enumerate(range(tally.next, n, batch)):
+            stats.run_batch(images.paths[i0:i0 + batch], tally, bar)
+            tally.next = min(i0 + batch, n)
             if state_path is not None and (bi + 1) % save_every == 0 and i0 + batch < n:
-                _save_state(state_path, state_key, i0 + batch, used, skipped, reasons, hists, ranges)
-    if used == 0:
+                _save_state(state_path, state_key, tally, hists, ranges)
+    if tally.used == 0:
         raise InputError(f"{images.root}: none of the {n} images could be read "
-                         f"({', '.join(f'{v} {k}' for k, v in reasons.items())})")
-    return Collected(hists, ranges, used, skipped, reasons, time.perf_counter() - t0, t_inf, t_stats)
+                         f"({', '.join(f'{v} {k}' for k, v in tally.reasons.items())})")
+    return Collected(hists, ranges, tally.used, tally.skipped, tally.reasons, time.perf_counter() - t0,
+                     stats.t_inf, stats.t_stats)
+
+
+def _resume(state_path, key: str, hists: dict, ranges: dict, n: int) -> _Tally:
+    """The tally of an interrupted pass with the same key (its histograms loaded), else a new one."""
+    if state_path is None or not state_path.exists():
+        return _Tally()
+    try:
+        st = json.loads(state_path.read_text())
+    except (OSError, ValueError):
+        return _Tally()
+    if st.get("key") != key:
+        G_LOGGER.info("calibration: stale state from another model/image set ignored")
+        return _Tally()
+    for t, h in st["hists"].items():
+        hists[t] = AbsHistogram.from_state(h)
+    ranges.update({k: list(v) for k, v in st["ranges"].items()})
+    G_LOGGER.info(f"calibration: resuming at image {st['next']} of {n}")
+    return _Tally(st["next"], st["used"], st["skipped"], st["reasons"])
+
+
+def _save_state(path: Path, key: str, tally: _Tally, hists: dict, ranges: dict) -> None:
+    from ..artifacts import write_bytes
+
+    payload = {"key": key, "next": tally.next, "used": tally.used, "skipped": tally.skipped,
+               "reasons": tally.reasons, "hists": {t: h.to_state() for t, h in hists.items()}, "ranges": ranges}
+    write_bytes(path, json.dumps(payload).encode())
 
 
 def _update_stats(names, arrays, hists, ranges) -> None:
@@ -229,8 +230,7 @@ def _update_stats(names, arrays, hists, ranges) -> None:
             r[1] = max(r[1], max(float(x.max()) for x in xs))
     pool = _stats_pool()
     if pool is None:
-        for g, xs in by_tensor.items():
-            hists[g].update(xs)
+        _count_share(hists, by_tensor.items())
         return
     # One task per worker thread, the tensors dealt largest first to the least loaded one
     # (a task per tensor made counting a fifth slower: 23 ms instead of 18 ms an image).
@@ -247,7 +247,11 @@ def _update_stats(names, arrays, hists, ranges) -> None:
 
 def _count_share(hists, share) -> None:
     for g, xs in share:
-        hists[g].update(xs)
+        try:
+            hists[g].update(xs)
+        except NonFiniteActivation:
+            raise FyexportError(f"tensor {g}: NaN or Inf activations during calibration",
+                                "The model computes non-finite values on these images; check it with 'fyexport eval'")
 
 
 _POOL = None
@@ -258,30 +262,8 @@ def _stats_pool():
     """One worker per core for histogram counting (None on a single core)."""
     global _POOL, _POOL_WORKERS
     if _POOL is None:
-        from ..runners.ort import physical_cores
+        from ..machine import physical_cores
 
         _POOL_WORKERS = physical_cores()
         _POOL = ThreadPoolExecutor(_POOL_WORKERS, thread_name_prefix="fyexport-hist") if _POOL_WORKERS > 1 else False
     return _POOL or None
-
-
-def _save_state(path: Path, key, nxt, used, skipped, reasons, hists, ranges) -> None:
-    from ..artifacts import write_bytes
-
-    payload = {"key": key, "next": nxt, "used": used, "skipped": skipped, "reasons": reasons,
-               "hists": {g: {"width": h.width, "counts": None if h.counts is None else h.counts.tolist(),
-                             "amax": h.amax, "min": h.min, "max": h.max, "total": h.total,
-                             "_pending_zeros": getattr(h, "_pending_zeros", 0)} for g, h in hists.items()},
-               "ranges": ranges}
-    write_bytes(path, json.dumps(payload).encode())
-
-
-def _load_state(path: Path) -> dict | None:
-    try:
-        st = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    for h in st.get("hists", {}).values():
-        if h.get("counts") is not None:
-            h["counts"] = np.asarray(h["counts"], dtype=np.int64)
-    return st

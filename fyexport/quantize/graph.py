@@ -144,7 +144,7 @@ def analyse(proto, exclude: str | None = None) -> Plan:
     for t in act:
         members[uf.find(t)].add(t)
     groups, tensor_group, reps = {}, {}, {}
-    for root, ts in sorted(members.items(), key=lambda kv: min(kv[1])):
+    for _, ts in sorted(members.items(), key=lambda kv: min(kv[1])):
         gid = min(ts)  # stable: a group is named after its first tensor, whatever else is excluded
         groups[gid] = sorted(ts)
         for t in ts:
@@ -182,3 +182,21 @@ def _resize_mode(node) -> str:
         if a.name == "mode":
             return a.s.decode() if isinstance(a.s, bytes) else str(a.s)
     return "nearest"
+
+
+LEAKY_DEFAULT_ALPHA = 0.01
+
+
+def leaky_alpha(node) -> float:
+    """A LeakyRelu node's alpha (ONNX's default 0.01 when the attribute is absent)."""
+    for a in node.attribute:
+        if a.name == "alpha":
+            return float(a.f)
+    return LEAKY_DEFAULT_ALPHA
+
+
+def node_by_name(graph, name):
+    for n in graph.node:
+        if n.name == name:
+            return n
+    raise KeyError(name)

@@ -21,6 +21,10 @@ import numpy as np
 NUM_BINS = 2048
 
 
+class NonFiniteActivation(ValueError):
+    """NaN or Inf among the values being counted (the caller names the tensor)."""
+
+
 def _load_fast():
     try:
         import importlib.util
@@ -70,6 +74,7 @@ class AbsHistogram:
         self.min = math.inf  # exact running min (for asymmetric CPU ranges)
         self.max = -math.inf
         self.total = 0
+        self.pending_zeros = 0  # values of all-zero batches seen before a width existed
 
     def update(self, batch) -> None:
         """Add one batch: an array, or a list of arrays that together form the batch (the
@@ -91,15 +96,15 @@ class AbsHistogram:
             self.min, self.max, self.amax = min(self.min, mn), max(self.max, mx), max(self.amax, a)
             self.total += size
             if a == 0.0:  # all zeros so far: count them once a width exists
-                self._pending_zeros = getattr(self, "_pending_zeros", 0) + size
+                self.pending_zeros += size
                 return
             self.width = a * (1 + 2 ** -20) / self.num_bins
             self.counts = np.zeros(self.num_bins, np.int64)
-            self.counts[0] += getattr(self, "_pending_zeros", 0)
+            self.counts[0] += self.pending_zeros
             for x in arrays:
                 h, over, _, _ = count_abs(x, self.width, self.num_bins)
                 if over:  # the width was chosen from this batch's max: only NaN/Inf overflow
-                    raise ValueError("non-finite activation (NaN or Inf) during calibration")
+                    raise NonFiniteActivation("NaN or Inf activation")
                 self.counts += h
             return
         cap = 2 * len(self.counts)
@@ -118,7 +123,7 @@ class AbsHistogram:
             for x in arrays:
                 h, over, _, _ = count_abs(x, self.width, top + 1)
                 if over:
-                    raise ValueError("non-finite activation (NaN or Inf) during calibration")
+                    raise NonFiniteActivation("NaN or Inf activation")
                 parts.append(h)
         n = max(len(self.counts), top + 1)
         if n > len(self.counts):
@@ -131,31 +136,18 @@ class AbsHistogram:
     @staticmethod
     def _check(mn: float, mx: float) -> None:
         if not (math.isfinite(mn) and math.isfinite(mx)):
-            raise ValueError("non-finite activation (NaN or Inf) during calibration")
+            raise NonFiniteActivation("NaN or Inf activation")
 
-    def merge(self, other: "AbsHistogram") -> None:
-        """Add another histogram of the same bin width (e.g. two tensors of one group)."""
-        if other.counts is None:
-            self.total += other.total
-            return
-        if self.counts is None:
-            self.width, self.counts = other.width, other.counts.copy()
-        else:
-            if not math.isclose(self.width, other.width, rel_tol=1e-9):
-                raise ValueError("cannot merge histograms of different bin widths")
-            n = max(len(self.counts), len(other.counts))
-            a = np.zeros(n, np.int64)
-            a[: len(self.counts)] += self.counts
-            a[: len(other.counts)] += other.counts
-            self.counts = a
-        self.amax = max(self.amax, other.amax)
-        self.min, self.max = min(self.min, other.min), max(self.max, other.max)
-        self.total += other.total
-
-    @property
-    def edges(self) -> np.ndarray:
-        return np.arange(len(self.counts) + 1, dtype=np.float64) * self.width
-
-    def state(self) -> dict:
+    def to_state(self) -> dict:
+        """A JSON-able snapshot (calibration statistics and the resumable calibration state)."""
         return {"width": self.width, "counts": None if self.counts is None else self.counts.tolist(),
-                "amax": self.amax, "min": self.min, "max": self.max, "total": self.total}
+                "amax": self.amax, "min": self.min, "max": self.max, "total": self.total,
+                "pending_zeros": self.pending_zeros}
+
+    @classmethod
+    def from_state(cls, d: dict) -> "AbsHistogram":
+        h = cls()
+        h.width, h.amax, h.min, h.max, h.total = d["width"], d["amax"], d["min"], d["max"], d["total"]
+        h.counts = None if d["counts"] is None else np.asarray(d["counts"], np.int64)
+        h.pending_zeros = int(d.get("pending_zeros", d.get("_pending_zeros", 0)))
+        return h

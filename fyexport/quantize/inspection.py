@@ -2,7 +2,6 @@
 TensorRT fuses best (see :mod:`fyexport.quantize.graph`)."""
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -35,15 +34,32 @@ def _value(inits, name):
 
 
 def inspect_qdq(proto, path: str = "") -> Inspection:
-    from ..export import read_meta
+    from ..onnx_facts import read_meta
 
-    meta = read_meta(proto)
-    flavour = meta.get("flavour", "")
+    flavour = read_meta(proto).get("flavour", "")
     producer, consumers, consts = graph_index(proto)
     inits = {i.name: i for i in proto.graph.initializer}
     rep = Inspection(path=path, flavour=flavour or "unknown")
+    qscale = _count_qdq(proto, inits, rep)
+    if not rep.q_nodes:
+        rep.notes.append("no QuantizeLinear: this is a float model")
+        return rep
+    cpu = flavour == "cpu" or rep.activation_dtype == "uint8"
     heads = set(head_convs(proto))
-    # quantizer of each float tensor: the Q node reading it
+    decode = decode_nodes(proto, heads, consumers)
+    _check_convs(proto, producer, consumers, inits, heads, cpu, rep)
+    _check_decode_and_adds(proto, producer, consts, decode, rep)
+    _check_shared_scales(proto, producer, decode, qscale, rep)
+    if cpu:
+        rep.notes.append("CPU flavour (uint8 activations, Conv outputs quantized): for ONNX Runtime, never TensorRT")
+    else:
+        rep.violations += [f"{t}: zero-point {z} (TensorRT needs symmetric, zero-point 0)"
+                           for t, (s, z) in qscale.items() if z != 0]
+    return rep
+
+
+def _count_qdq(proto, inits, rep: Inspection) -> dict:
+    """Counts Q/DQ nodes into ``rep``; returns {float tensor: (scale, zero point)} of each Q."""
     qscale = {}
     for n in proto.graph.node:
         if n.op_type == "QuantizeLinear":
@@ -56,28 +72,28 @@ def inspect_qdq(proto, path: str = "") -> Inspection:
         elif n.op_type == "DequantizeLinear":
             rep.dq_nodes += 1
     rep.scales = {k: list(v) for k, v in sorted(qscale.items())}
-    if not rep.q_nodes:
-        rep.notes.append("no QuantizeLinear: this is a float model")
-        return rep
-    cpu = flavour == "cpu" or rep.activation_dtype == "uint8"
+    return qscale
 
-    def from_dq(t):
-        p = producer.get(t)
-        return p is not None and p.op_type == "DequantizeLinear"
 
-    def dq_source(t):
-        """The float tensor a DQ output stands for (through its Q)."""
-        p = producer.get(t)
-        if p is None or p.op_type != "DequantizeLinear":
-            return None
-        q = producer.get(p.input[0])
-        return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+def _from_dq(producer, t) -> bool:
+    p = producer.get(t)
+    return p is not None and p.op_type == "DequantizeLinear"
 
-    decode = decode_nodes(proto, heads, consumers)
+
+def _dq_source(producer, t):
+    """The float tensor a DQ output stands for (through its Q)."""
+    p = producer.get(t)
+    if p is None or p.op_type != "DequantizeLinear":
+        return None
+    q = producer.get(p.input[0])
+    return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+
+
+def _check_convs(proto, producer, consumers, inits, heads: set, cpu: bool, rep: Inspection) -> None:
     for n in proto.graph.node:
         if n.op_type != "Conv":
             continue
-        x_ok, w_ok = from_dq(n.input[0]), from_dq(n.input[1])
+        x_ok, w_ok = _from_dq(producer, n.input[0]), _from_dq(producer, n.input[1])
         if x_ok and w_ok:
             rep.quantized_convs.append(n.name)
             wdq = producer[n.input[1]]
@@ -94,37 +110,33 @@ def inspect_qdq(proto, path: str = "") -> Inspection:
                 rep.violations.append(f"{n.name}: only its {'input' if x_ok else 'weight'} is quantized")
             elif n.name not in heads:
                 rep.notes.append(f"{n.name}: kept in float (excluded)")
-        if not cpu:
-            y = n.output[0]
-            if any(c.op_type == "QuantizeLinear" for c in consumers[y]):
-                rep.violations.append(f"{n.name}: Q/DQ between the conv and its activation (breaks Conv+act fusion)")
+        if not cpu and any(c.op_type == "QuantizeLinear" for c in consumers[n.output[0]]):
+            rep.violations.append(f"{n.name}: Q/DQ between the conv and its activation (breaks Conv+act fusion)")
+
+
+def _check_decode_and_adds(proto, producer, consts, decode: set, rep: Inspection) -> None:
     for n in proto.graph.node:
         if n.name in decode and n.op_type in ("QuantizeLinear", "DequantizeLinear"):
             rep.violations.append(f"{n.name}: Q/DQ inside the decode (it must stay float)")
         if n.op_type == "Add" and n.name not in decode and all(i not in consts for i in n.input):
-            if not all(from_dq(i) for i in n.input):
+            if not all(_from_dq(producer, i) for i in n.input):
                 rep.violations.append(f"{n.name}: residual Add with an unquantized input")
-    # scale sharing across Concat and MaxPool
+
+
+def _check_shared_scales(proto, producer, decode: set, qscale: dict, rep: Inspection) -> None:
+    """Every input and the output of a Concat (and MaxPool) must share one scale."""
     for n in proto.graph.node:
         if n.name in decode or n.op_type not in ("Concat", "MaxPool"):
             continue
-        ins = [dq_source(i) or i for i in n.input] if n.op_type == "Concat" else [dq_source(n.input[0]) or n.input[0]]
-        ts = ins + [n.output[0]]
+        ins = n.input if n.op_type == "Concat" else n.input[:1]
+        ts = [_dq_source(producer, i) or i for i in ins] + [n.output[0]]
         got = {t: qscale[t] for t in ts if t in qscale}
         if len(got) >= 2 and len({round(v[0], 9) for v in got.values()}) > 1:
             rep.violations.append(f"{n.name}: inputs/output quantized with different scales "
                                   f"({', '.join(f'{v[0]:.4g}' for v in got.values())})")
-    if not cpu:
-        for t, (s, z) in qscale.items():
-            if z != 0:
-                rep.violations.append(f"{t}: zero-point {z} (TensorRT needs symmetric, zero-point 0)")
-    if cpu:
-        rep.notes.append("CPU flavour (uint8 activations, Conv outputs quantized): for ONNX Runtime, never TensorRT")
-    return rep
 
 
 def render(rep: Inspection) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from ..log import table_console
@@ -147,10 +159,3 @@ def render(rep: Inspection) -> None:
         con.print(f"[red]violation[/red] {v}")
     for n in rep.notes[:20]:
         con.print(f"[dim]note {n}[/dim]")
-
-
-def group_scales(rep: Inspection) -> dict:
-    out = defaultdict(list)
-    for t, (s, _) in rep.scales.items():
-        out[round(s, 9)].append(t)
-    return dict(out)

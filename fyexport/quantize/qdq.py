@@ -19,14 +19,13 @@ Three flavours from one set of ranges:
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 
-from .graph import Plan, graph_index
+from ..errors import InternalError
+from .graph import Plan, leaky_alpha, node_by_name
 
 SILU_PRE_CLIP = -6.0  # SiLU(-6) = -0.015: clipping the pre-activation below this costs nothing
-LEAKY_DEFAULT_ALPHA = 0.01
 
 
 class _Editor:
@@ -69,7 +68,7 @@ class _Editor:
         return helper.make_node(op, list(inputs), list(outputs), name=self.uniq(base), **attrs)
 
 
-def _act_params(gmin: float, amax: float, unsigned: bool):
+def act_params(gmin: float, amax: float, unsigned: bool):
     """(scale, zero_point) for an activation: symmetric int8, or uint8 over [max(min,-amax), amax]."""
     amax = max(float(amax), 1e-6)
     if not unsigned:
@@ -127,108 +126,15 @@ def build_qdq(proto, plan: Plan, amax: dict, gmin: dict, ranges: dict, flavour: 
             subtracted from the bias (bias correction, see :mod:`fyexport.quantize.bias`).
     """
     if flavour not in ("trt", "cpu"):
-        raise ValueError(flavour)
+        raise InternalError(f"build_qdq: unknown flavour {flavour!r}")
     cpu = flavour == "cpu"
     ed = _Editor(proto)
-    producer, consumers, consts = graph_index(ed.m)
-    qtype = "u8" if cpu else "s8"
-    qparams: dict = {}  # tensor -> (scale name, zp name, scale, zp)
-
-    def params_for(t: str, scale: np.float32, zp) -> tuple:
-        if t not in qparams:
-            base = t.replace("/", "_").strip("_")
-            s = ed.const(f"{base}_scale", np.array(scale, np.float32))
-            z = ed.const(f"{base}_zp", np.array(zp, np.uint8 if cpu else np.int8))
-            qparams[t] = (s, z, float(scale), int(zp))
-        return qparams[t]
-
-    def group_params(t: str):
-        g = plan.tensor_group[t]
-        return _act_params(gmin.get(g, 0.0), amax[g], cpu)
-
-    # which tensors get an activation Q/DQ, with which parameters
-    wanted: dict = {}
-    for t in plan.act_tensors:
-        wanted[t] = group_params(t)
-    if cpu:
-        graph_inputs = {i.name for i in ed.g.input}
-        for gid, ts in plan.groups.items():
-            for t in ts:
-                wanted.setdefault(t, group_params(t))
-        for y in plan.conv_outputs:
-            wanted[y] = _pre_activation_params(ed, plan, y, amax, gmin, ranges)
-            kind = plan.activations.get(y, ("none",))
-            if kind[0] == "silu":
-                sig = _node_by_name(ed.g, kind[1]).output[0]
-                wanted[sig] = (np.float32(1.0 / 255.0), np.uint8(0))
-        for i in graph_inputs:
-            if i in wanted:
-                wanted[i] = (np.float32(1.0 / 255.0), np.uint8(0))  # 0..1 images are exact in uint8
-
-    # insert one Q -> DQ pair per tensor, and point the chosen consumers at the DQ output
+    wanted = _activation_params(ed, plan, amax, gmin, ranges, cpu)
+    new_nodes, dq_of, qparams = _insert_activation_qdq(ed, plan, wanted, cpu)
     quant_convs = set(plan.conv_nodes)
-    region = plan.region
-    new_nodes = []
-    dq_of: dict = {}
-    for t, (scale, zp) in wanted.items():
-        s, z, _, _ = params_for(t, scale, zp)
-        base = t.replace("/", "_").strip("_")
-        tq, tdq = ed.uniq(f"{base}_q{qtype}"), ed.uniq(f"{base}_dq")
-        new_nodes.append((t, ed.node("QuantizeLinear", [t, s, z], [tq], f"{base}_Quantize")))
-        new_nodes.append((t, ed.node("DequantizeLinear", [tq, s, z], [tdq], f"{base}_Dequantize")))
-        dq_of[t] = tdq
     for n in ed.g.node:
-        if n.name not in region:
-            continue
-        for k, i in enumerate(n.input):
-            if i not in dq_of:
-                continue
-            use = False
-            if cpu:
-                use = not (n.op_type == "Conv" and n.name not in quant_convs)
-            else:
-                use = (n.op_type == "Conv" and n.name in quant_convs and k == 0) or \
-                      (n.op_type == "Add" and i in plan.act_tensors)
-            if use:
-                n.input[k] = dq_of[i]
-
-    # weights (int8 per channel, axis 0) and, for the CPU flavour, int32 biases
-    for n in ed.g.node:
-        if n.op_type != "Conv" or n.name not in quant_convs:
-            continue
-        if bias_shift and n.name in bias_shift:
-            shift = np.asarray(bias_shift[n.name], np.float64)
-            old = ed.array(n.input[2]).astype(np.float64) if len(n.input) > 2 and n.input[2] else np.zeros(len(shift))
-            corrected = ed.const(n.name.replace("/", "_").strip("_") + "_b_corrected", (old - shift).astype(np.float32))
-            if len(n.input) > 2:
-                n.input[2] = corrected
-            else:
-                n.input.append(corrected)
-        wname = n.input[1]
-        w = ed.array(wname).astype(np.float32)
-        sc = weight_scales(w)
-        base = n.name.replace("/", "_").strip("_")
-        wq = ed.const(f"{base}_w_int8", quantize_weight(w, sc))
-        ws = ed.const(f"{base}_w_scale", sc)
-        wz = ed.const(f"{base}_w_zp", np.zeros(len(sc), np.int8))
-        wdq = ed.uniq(f"{base}_w_dq")
-        new_nodes.append((None, ed.node("DequantizeLinear", [wq, ws, wz], [wdq], f"{base}_w_Dequantize", axis=0)))
-        n.input[1] = wdq
-        if cpu and len(n.input) > 2 and n.input[2] in ed.inits:
-            b = ed.array(n.input[2]).astype(np.float64)
-            x_in = n.input[0]
-            src = next((t for t, d in dq_of.items() if d == x_in), None)
-            if src is not None:
-                xs = qparams[src][2]
-                bs = (xs * sc.astype(np.float64))
-                bq = np.clip(np.rint(b / bs), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
-                bqn = ed.const(f"{base}_b_int32", bq)
-                bsn = ed.const(f"{base}_b_scale", bs.astype(np.float32))
-                bzn = ed.const(f"{base}_b_zp", np.zeros(len(bs), np.int32))
-                bdq = ed.uniq(f"{base}_b_dq")
-                new_nodes.append((None, ed.node("DequantizeLinear", [bqn, bsn, bzn], [bdq], f"{base}_b_Dequantize",
-                                                axis=0)))
-                n.input[2] = bdq
+        if n.op_type == "Conv" and n.name in quant_convs:
+            _quantize_conv(ed, n, new_nodes, dq_of, qparams, cpu, (bias_shift or {}).get(n.name))
     # drop float weights no longer used
     used = {i for n in ed.g.node for i in n.input} | {i for _, nn in new_nodes for i in nn.input}
     keep = [i for i in ed.g.initializer if i.name in used]
@@ -236,6 +142,99 @@ def build_qdq(proto, plan: Plan, amax: dict, gmin: dict, ranges: dict, flavour: 
     ed.g.initializer.extend(keep)
     _insert_topologically(ed, new_nodes)
     return ed.m
+
+
+def _activation_params(ed, plan: Plan, amax: dict, gmin: dict, ranges: dict, cpu: bool) -> dict:
+    """{tensor: (scale, zero point)} of every tensor that gets an activation Q/DQ."""
+
+    def group_params(t: str):
+        g = plan.tensor_group[t]
+        return act_params(gmin.get(g, 0.0), amax[g], cpu)
+
+    wanted = {t: group_params(t) for t in plan.act_tensors}
+    if not cpu:
+        return wanted
+    for ts in plan.groups.values():
+        for t in ts:
+            wanted.setdefault(t, group_params(t))
+    for y in plan.conv_outputs:
+        wanted[y] = _pre_activation_params(ed, plan, y, amax, gmin, ranges)
+        kind = plan.activations.get(y, ("none",))
+        if kind[0] == "silu":
+            wanted[node_by_name(ed.g, kind[1]).output[0]] = (np.float32(1.0 / 255.0), np.uint8(0))
+    for i in {i.name for i in ed.g.input}:
+        if i in wanted:
+            wanted[i] = (np.float32(1.0 / 255.0), np.uint8(0))  # 0..1 images are exact in uint8
+    return wanted
+
+
+def _insert_activation_qdq(ed, plan: Plan, wanted: dict, cpu: bool):
+    """One Q -> DQ pair per tensor; the chosen consumers read the DQ output.  Returns
+    (new nodes, {tensor: its DQ output}, {tensor: (scale name, zp name, scale, zp)})."""
+    qtype = "u8" if cpu else "s8"
+    qparams: dict = {}
+    new_nodes, dq_of = [], {}
+    for t, (scale, zp) in wanted.items():
+        base = t.replace("/", "_").strip("_")
+        if t not in qparams:
+            s = ed.const(f"{base}_scale", np.array(scale, np.float32))
+            z = ed.const(f"{base}_zp", np.array(zp, np.uint8 if cpu else np.int8))
+            qparams[t] = (s, z, float(scale), int(zp))
+        s, z, _, _ = qparams[t]
+        tq, tdq = ed.uniq(f"{base}_q{qtype}"), ed.uniq(f"{base}_dq")
+        new_nodes.append((t, ed.node("QuantizeLinear", [t, s, z], [tq], f"{base}_Quantize")))
+        new_nodes.append((t, ed.node("DequantizeLinear", [tq, s, z], [tdq], f"{base}_Dequantize")))
+        dq_of[t] = tdq
+    quant_convs = set(plan.conv_nodes)
+    for n in ed.g.node:
+        if n.name not in plan.region:
+            continue
+        for k, i in enumerate(n.input):
+            if i not in dq_of:
+                continue
+            if cpu:
+                use = not (n.op_type == "Conv" and n.name not in quant_convs)
+            else:
+                use = (n.op_type == "Conv" and n.name in quant_convs and k == 0) or \
+                      (n.op_type == "Add" and i in plan.act_tensors)
+            if use:
+                n.input[k] = dq_of[i]
+    return new_nodes, dq_of, qparams
+
+
+def _quantize_conv(ed, n, new_nodes: list, dq_of: dict, qparams: dict, cpu: bool, shift) -> None:
+    """Bias correction, int8 per-channel weights (axis 0) and, for the CPU flavour, an int32 bias."""
+    base = n.name.replace("/", "_").strip("_")
+    if shift is not None:
+        shift = np.asarray(shift, np.float64)
+        old = ed.array(n.input[2]).astype(np.float64) if len(n.input) > 2 and n.input[2] else np.zeros(len(shift))
+        corrected = ed.const(base + "_b_corrected", (old - shift).astype(np.float32))
+        if len(n.input) > 2:
+            n.input[2] = corrected
+        else:
+            n.input.append(corrected)
+    w = ed.array(n.input[1]).astype(np.float32)
+    sc = weight_scales(w)
+    wq = ed.const(f"{base}_w_int8", quantize_weight(w, sc))
+    ws = ed.const(f"{base}_w_scale", sc)
+    wz = ed.const(f"{base}_w_zp", np.zeros(len(sc), np.int8))
+    wdq = ed.uniq(f"{base}_w_dq")
+    new_nodes.append((None, ed.node("DequantizeLinear", [wq, ws, wz], [wdq], f"{base}_w_Dequantize", axis=0)))
+    n.input[1] = wdq
+    if not (cpu and len(n.input) > 2 and n.input[2] in ed.inits):
+        return
+    src = next((t for t, d in dq_of.items() if d == n.input[0]), None)
+    if src is None:
+        return
+    b = ed.array(n.input[2]).astype(np.float64)
+    bs = qparams[src][2] * sc.astype(np.float64)
+    bq = np.clip(np.rint(b / bs), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+    bqn = ed.const(f"{base}_b_int32", bq)
+    bsn = ed.const(f"{base}_b_scale", bs.astype(np.float32))
+    bzn = ed.const(f"{base}_b_zp", np.zeros(len(bs), np.int32))
+    bdq = ed.uniq(f"{base}_b_dq")
+    new_nodes.append((None, ed.node("DequantizeLinear", [bqn, bsn, bzn], [bdq], f"{base}_b_Dequantize", axis=0)))
+    n.input[2] = bdq
 
 
 def _pre_activation_params(ed, plan: Plan, y: str, amax: dict, gmin: dict, ranges: dict):
@@ -247,7 +246,7 @@ def _pre_activation_params(ed, plan: Plan, y: str, amax: dict, gmin: dict, range
     if kind[0] == "none":
         lo, hi = ranges.get(y, (0.0, 1.0))
         return _range_params(lo, hi)
-    act = _node_by_name(ed.g, kind[2] if kind[0] == "silu" else kind[1])
+    act = node_by_name(ed.g, kind[2] if kind[0] == "silu" else kind[1])
     post = act.output[0]
     g = plan.tensor_group.get(post)
     if g is None:  # post-activation not quantized (feeds only float layers): generous range
@@ -256,7 +255,7 @@ def _pre_activation_params(ed, plan: Plan, y: str, amax: dict, gmin: dict, range
     if kind[0] == "silu":
         lo = max(SILU_PRE_CLIP, -hi)
     else:
-        lo = max(min(gmin.get(g, 0.0), 0.0) / max(_leaky_alpha(act), 1e-3), -hi / max(_leaky_alpha(act), 1e-3))
+        lo = max(min(gmin.get(g, 0.0), 0.0) / max(leaky_alpha(act), 1e-3), -hi / max(leaky_alpha(act), 1e-3))
     return _range_params(lo, hi)
 
 
@@ -266,20 +265,6 @@ def _range_params(lo: float, hi: float):
     scale = max(hi - lo, 1e-6) / 255.0
     zp = int(round(-lo / scale))
     return np.float32(scale), np.uint8(min(max(zp, 0), 255))
-
-
-def _leaky_alpha(node) -> float:
-    for a in node.attribute:
-        if a.name == "alpha":
-            return float(a.f)
-    return LEAKY_DEFAULT_ALPHA
-
-
-def _node_by_name(graph, name):
-    for n in graph.node:
-        if n.name == name:
-            return n
-    raise KeyError(name)
 
 
 def _insert_topologically(ed: _Editor, new_nodes) -> None:
@@ -301,7 +286,7 @@ def _insert_topologically(ed: _Editor, new_nodes) -> None:
         for o in n.output:
             out.extend(after.pop(o, []))
     if after:
-        raise RuntimeError(f"could not place Q/DQ for {sorted(after)[:3]}")
+        raise InternalError(f"could not place Q/DQ for {sorted(after)[:3]}")
     del ed.g.node[:]
     ed.g.node.extend(out)
 
@@ -323,21 +308,23 @@ def to_fp16(qdq_proto, plan: Plan, opset: int = 19):
     # float initializers read by the backbone (biases, Q/DQ scales) become fp16; int8 weights
     # are re-rounded to their fp16 per-channel scale so DQ -> Conv stays a clean INT8 pattern
     region_nodes = [n for n in g.node if n.name in region or _is_qdq_in_region(n, producer, region)]
-    done = set()
+    done = _fp32_only_inputs(g)  # ONNX requires these to stay float32 (Resize scales...)
     for n in region_nodes:
         if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == TensorProto.INT8:
             q = numpy_helper.to_array(inits[n.input[0]]).astype(np.float64)
             s32 = numpy_helper.to_array(inits[n.input[1]]).astype(np.float64)
-            s16 = np.maximum(s32, 2.0 ** -24).astype(np.float16)
+            s16 = fp16_scales(s32)
             shape = (-1,) + (1,) * (q.ndim - 1) if s32.ndim == 1 else ()
             q2 = np.clip(np.rint(q * s32.reshape(shape) / s16.astype(np.float64).reshape(shape)), -127, 127)
             inits[n.input[0]].CopyFrom(numpy_helper.from_array(q2.astype(np.int8), n.input[0]))
             inits[n.input[1]].CopyFrom(numpy_helper.from_array(s16, n.input[1]))
             done.add(n.input[1])
-        for i in n.input:
+        for k, i in enumerate(n.input):
             t = inits.get(i)
             if t is not None and t.data_type == TensorProto.FLOAT and i not in done:
-                t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), i))
+                a = numpy_helper.to_array(t)
+                is_scale = k == 1 and n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                t.CopyFrom(numpy_helper.from_array(fp16_scales(a) if is_scale else a.astype(np.float16), i))
                 done.add(i)
     new_nodes, rename = [], {}
     inp = [i for i in g.input if i.name not in inits][0]
@@ -368,6 +355,23 @@ def to_fp16(qdq_proto, plan: Plan, opset: int = 19):
     return m
 
 
+FP16_MIN_SCALE = 2.0 ** -24  # the smallest positive FP16 (subnormal); below it a scale rounds to 0
+FP16_MAX = 65504.0
+# inputs ONNX types as tensor(float) whatever the data's type (TensorRT reads them as float too)
+FP32_ONLY_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
+
+
+def fp16_scales(s) -> np.ndarray:
+    """Q/DQ scales in FP16 without underflow: a scale below 2^-24 (a dead channel after pruning)
+    would become 0, which TensorRT's parser rejects ("Scale coefficients must all be positive")."""
+    return np.clip(np.asarray(s, np.float64), FP16_MIN_SCALE, FP16_MAX).astype(np.float16)
+
+
+def _fp32_only_inputs(g) -> set:
+    """Names of the tensors read where ONNX requires float32 (:data:`FP32_ONLY_INPUTS`)."""
+    return {n.input[k] for n in g.node for k in FP32_ONLY_INPUTS.get(n.op_type, ()) if k < len(n.input) and n.input[k]}
+
+
 def _is_qdq_in_region(n, producer, region) -> bool:
     if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
         return False
@@ -383,13 +387,3 @@ def _is_qdq_in_region(n, producer, region) -> bool:
 
 def _opset(proto) -> int:
     return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
-
-
-def qdq_summary(proto) -> dict:
-    ops = [n.op_type for n in proto.graph.node]
-    return {"QuantizeLinear": ops.count("QuantizeLinear"), "DequantizeLinear": ops.count("DequantizeLinear"),
-            "Conv": ops.count("Conv")}
-
-
-def finite(x: float) -> bool:
-    return math.isfinite(x)

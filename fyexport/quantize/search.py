@@ -22,19 +22,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..log import progress
-from .graph import Plan, graph_index
+from .graph import Plan, graph_index, leaky_alpha, node_by_name
 
 # histogram methods whose amax are the candidates (method, percentile)
 CANDIDATES = (("entropy", None), ("mse", None), ("percentile", 99.9), ("percentile", 99.99),
               ("percentile", 99.999), ("minmax", None))
-# Entropy stays unless another candidate at least halves the group's error.  Measured with
-# mAP@.5:.95 (ONNX Runtime, 500 shapes val images, points vs FP32, S8S8 / U8S8; per-tensor
-# amax, benchmarks/results/int8-methods-cpu-xeon.json): well-recovered pruned yolov7 with
-# auto-exclude 4: entropy -0.15 / -0.39, search -0.08 / -0.26; unpruned yolov7 with
-# auto-exclude 4: entropy -0.83 / -0.74, search -0.69 / -0.39 (calibration seed 1:
-# -0.83 / -0.74 and -0.81 / -0.69).  (Before groups took the max of per-tensor amax, the
-# tolerance-1 argmin was worse than entropy on the unpruned model: the local error
-# over-rates MSE-like thresholds there, so the search only overrides clearly harmful clips.)
+# Entropy stays unless another candidate at least halves the group's error: the local error
+# over-rates MSE-like thresholds on the unpruned model, so the search only overrides clearly
+# harmful clips (measurements in benchmarks/README.md, INT8 methods).
 TOLERANCE = 2.0
 
 
@@ -53,94 +48,115 @@ def candidate_amax(hs) -> dict:
     return out
 
 
+class _ScoreGraph:
+    """The FP32 graph plus, for every (group, candidate, reader conv), a quantized twin of the
+    conv and the mean squared difference of the two activated outputs as a graph output."""
+
+    def __init__(self, proto, plan: Plan):
+        import onnx
+
+        self.m = onnx.ModelProto()
+        self.m.CopyFrom(proto)
+        self.g = self.m.graph
+        self.inits = {i.name: i for i in self.g.initializer}
+        self.convs = {n.name: n for n in self.g.node if n.name in set(plan.conv_nodes)}
+        self.plan = plan
+        self.nodes, self.new_inits, self.outputs = [], [], []
+        self.ref: dict = {}  # conv -> (its FP32 activated output, the name of its mean square)
+        self.k = 0
+
+    def _node(self, op, ins, out, **attrs) -> str:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, ins, [out], name=out, **attrs))
+        return out
+
+    def act(self, y: str, kind: tuple, tag: str) -> str:
+        if kind[0] == "silu":
+            return self._node("Mul", [y, self._node("Sigmoid", [y], f"{tag}_sig")], f"{tag}_act")
+        if kind[0] == "leaky":
+            return self._node("LeakyRelu", [y], f"{tag}_act", alpha=leaky_alpha(node_by_name(self.g, kind[1])))
+        return y
+
+    def mean_square(self, x: str, tag: str) -> str:
+        self._node("ReduceMean", [self._node("Mul", [x, x], f"{tag}_sq")], f"{tag}_ms", keepdims=0)
+        self.outputs.append(f"{tag}_ms")
+        return f"{tag}_ms"
+
+    def add_reader(self, name: str, amaxes: dict, scored: dict) -> None:
+        """Twins of conv ``name`` at each candidate amax; their error outputs go to ``scored``."""
+        from onnx import numpy_helper
+
+        from .qdq import quantized_twin
+
+        conv = self.convs[name]
+        kind = self.plan.activations.get(conv.output[0], ("none",))
+        if name not in self.ref:
+            a_ref = self.act(conv.output[0], kind, f"sr{len(self.ref)}")
+            self.ref[name] = (a_ref, self.mean_square(a_ref, f"sr{len(self.ref)}e"))
+        ref_act, ref_energy = self.ref[name]
+        w = numpy_helper.to_array(self.inits[conv.input[1]]).astype(np.float32)
+        for label, a in amaxes.items():
+            tag = f"sq{self.k}"
+            self.k += 1
+            tn, ti, y = quantized_twin(conv, w, tag, np.float32(a / 127.0), np.int8(0))
+            self.nodes.extend(tn)
+            self.new_inits.extend(ti)
+            d = self._node("Sub", [self.act(y, kind, tag), ref_act], f"{tag}_d")
+            scored[label].append((self.mean_square(d, tag), ref_energy))
+
+    def run(self, images: np.ndarray, in_name: str) -> dict:
+        """{output name: sum over ``images`` of its value}."""
+        import onnx
+        from onnx import helper
+
+        from ..onnx_facts import cpu_session
+
+        self.g.node.extend(self.nodes)
+        self.g.initializer.extend(self.new_inits)
+        del self.g.output[:]
+        self.g.output.extend([helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in self.outputs])
+        sess = cpu_session(self.m)
+        acc = dict.fromkeys(self.outputs, 0.0)
+        with progress("amax search", len(images)) as bar:
+            for img in images:
+                for name, v in zip(self.outputs, sess.run(self.outputs, {in_name: img[None]})):
+                    acc[name] += float(v)
+                bar.advance()
+        return acc
+
+
 def search_amax(proto, plan: Plan, hists: dict, images: np.ndarray, tolerance: float = TOLERANCE) -> tuple[dict, dict]:
     """({group: chosen amax}, {group: {"chosen": label, "error": {label: relative error}}}).
 
     A group keeps TensorRT's entropy amax unless the best candidate's error is below
     entropy's divided by ``tolerance`` (1: plain argmin).  Groups without a quantized conv
     reading them (the input image, Add-only groups) keep their entropy amax."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    import onnxruntime as ort
-
-    from ..runners.ort import session_options
-    from .collect import _model_input
+    from ..onnx_facts import image_input
     from .entropy import group_amax
-    from .qdq import _leaky_alpha, _node_by_name, quantized_twin
 
     _, consumers, _ = graph_index(proto)
-    m = onnx.ModelProto()
-    m.CopyFrom(proto)
-    g = m.graph
-    inits = {i.name: i for i in g.initializer}
-    quantized = set(plan.conv_nodes)
-    convs = {n.name: n for n in g.node if n.name in quantized}
-    nodes, new_inits, outputs = [], [], []
-    scored: dict = {}  # gid -> {label: [error output names]}
+    in_name = image_input(proto).name
+    sg = _ScoreGraph(proto, plan)
+    scored: dict = {}  # gid -> {label: [(error output, reference energy output)]}
     cands: dict = {}
-    ref: dict = {}  # conv -> (its FP32 activated output, the output name of that squared mean)
-
-    def act(y: str, kind: tuple, tag: str) -> str:
-        if kind[0] == "silu":
-            nodes.append(helper.make_node("Sigmoid", [y], [f"{tag}_sig"], name=f"{tag}_sig"))
-            nodes.append(helper.make_node("Mul", [y, f"{tag}_sig"], [f"{tag}_act"], name=f"{tag}_act"))
-            return f"{tag}_act"
-        if kind[0] == "leaky":
-            alpha = _leaky_alpha(_node_by_name(g, kind[1]))
-            nodes.append(helper.make_node("LeakyRelu", [y], [f"{tag}_act"], name=f"{tag}_act", alpha=alpha))
-            return f"{tag}_act"
-        return y
-
-    def mean_square(x: str, tag: str) -> str:
-        nodes.append(helper.make_node("Mul", [x, x], [f"{tag}_sq"], name=f"{tag}_sq"))
-        nodes.append(helper.make_node("ReduceMean", [f"{tag}_sq"], [f"{tag}_ms"], name=f"{tag}_ms", keepdims=0))
-        outputs.append(f"{tag}_ms")
-        return f"{tag}_ms"
-
-    k = 0
     for gid, tensors in plan.groups.items():
-        readers = sorted({c.name for t in tensors for c in consumers.get(t, []) if c.name in convs})
+        readers = sorted({c.name for t in tensors for c in consumers.get(t, []) if c.name in sg.convs})
         hs = [hists[t] for t in plan.reps[gid]]
-        if gid == "images" or not readers or all(h.counts is None for h in hs):
+        if gid == in_name or not readers or all(h.counts is None for h in hs):
             continue
         cands[gid] = candidate_amax(hs)
         if len(cands[gid]) < 2:
             continue
         scored[gid] = {label: [] for label in cands[gid]}
         for name in readers:
-            conv = convs[name]
-            kind = plan.activations.get(conv.output[0], ("none",))
-            if name not in ref:
-                a_ref = act(conv.output[0], kind, f"sr{len(ref)}")
-                ref[name] = (a_ref, mean_square(a_ref, f"sr{len(ref)}e"))
-            ref_act, ref_energy = ref[name]
-            w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float32)
-            for label, a in cands[gid].items():
-                tag = f"sq{k}"
-                k += 1
-                tn, ti, y = quantized_twin(conv, w, tag, np.float32(a / 127.0), np.int8(0))
-                nodes.extend(tn)
-                new_inits.extend(ti)
-                nodes.append(helper.make_node("Sub", [act(y, kind, tag), ref_act], [f"{tag}_d"], name=f"{tag}_d"))
-                scored[gid][label].append((mean_square(f"{tag}_d", tag), ref_energy))
+            sg.add_reader(name, cands[gid], scored[gid])
     # entropy unless overridden below; the candidates already hold it (no second KL search)
     rest = {gid: ts for gid, ts in plan.reps.items() if gid not in cands}
     amax = {**group_amax(rest, hists, "entropy"), **{gid: c["entropy"] for gid, c in cands.items()}}
     if not scored:
         return amax, {}
-    g.node.extend(nodes)
-    g.initializer.extend(new_inits)
-    del g.output[:]
-    g.output.extend([helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in outputs])
-    sess = ort.InferenceSession(m.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
-    acc = dict.fromkeys(outputs, 0.0)
-    in_name = _model_input(proto)[0]
-    with progress("amax search", len(images)) as bar:
-        for img in images:
-            for name, v in zip(outputs, sess.run(outputs, {in_name: img[None]})):
-                acc[name] += float(v)
-            bar.advance()
+    acc = sg.run(images, in_name)
     report = {}
     for gid, per_label in scored.items():
         err = {label: sum(acc[d] / max(acc[e], 1e-12) for d, e in pairs) for label, pairs in per_label.items()}
@@ -149,4 +165,3 @@ def search_amax(proto, plan: Plan, hists: dict, images: np.ndarray, tolerance: f
         amax[gid] = cands[gid][chosen]
         report[gid] = {"chosen": chosen, "amax": amax[gid], "error": err, "convs": len(next(iter(per_label.values())))}
     return amax, report
-

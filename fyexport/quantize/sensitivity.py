@@ -49,12 +49,11 @@ def exclusion_regex(names, base: str | None = None) -> str:
 
 
 def _run(model_proto, images: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
+    from ..onnx_facts import cpu_session, image_input
 
-    from ..runners.ort import session_options
-
-    sess = ort.InferenceSession(model_proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
-    return np.concatenate([sess.run(None, {"images": x[None]})[0] for x in images])
+    sess = cpu_session(model_proto)
+    name = image_input(model_proto).name
+    return np.concatenate([sess.run(None, {name: x[None]})[0] for x in images])
 
 
 def method_errors(proto, plan: Plan, amaxes: dict, gmin: dict, ranges: dict, images: np.ndarray) -> dict:

@@ -1,13 +1,15 @@
-"""Runners: one small contract (load, infer, close) over PyTorch, ONNX Runtime and TensorRT."""
+"""Runners: one small contract (load, infer, close) over PyTorch (``torch_runner``), ONNX Runtime
+(``ort``) and TensorRT (``trt``), shared by ``eval``, ``bench`` and the :class:`~fyexport.detector.Detector`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import InputError
+from ..trt import ENGINE_SUFFIXES
 from .base import Runner, RunnerInfo
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
+RUNTIMES = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
 def artifact_kind(path) -> str:
@@ -33,7 +35,7 @@ def open_runner(src, runtime: str = "auto", device: str = "auto", precision: str
         return TorchRunner(src, device=device, precision=precision or "fp32", mode=mode,
                            channels_last=channels_last, img_size=img_size)
     kind = artifact_kind(src)
-    if runtime not in ("auto", "torch", "onnxruntime", "tensorrt"):
+    if runtime not in RUNTIMES:
         raise InputError(f"--runtime must be auto, torch, onnxruntime or tensorrt, got {runtime!r}")
     if kind == "checkpoint":
         if runtime not in ("auto", "torch"):
@@ -51,9 +53,9 @@ def open_runner(src, runtime: str = "auto", device: str = "auto", precision: str
         return OrtRunner(src, device="cpu" if device in ("auto", None) else device, threads=threads)
     if runtime not in ("auto", "tensorrt"):
         raise InputError(f"{src}: a TensorRT engine runs only on the tensorrt runtime")
-    from ..trt.runtime import TrtRunner
+    from .trt import TrtRunner
 
     return TrtRunner(src, device=device)
 
 
-__all__ = ["Runner", "RunnerInfo", "open_runner", "artifact_kind"]
+__all__ = ["RUNTIMES", "Runner", "RunnerInfo", "open_runner", "artifact_kind"]

@@ -37,7 +37,6 @@ class RunnerInfo:
     params: int | None = None
     gmacs: float | None = None
     prune: dict | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:

@@ -37,7 +37,7 @@ class TorchRunner(Runner):
     def __init__(self, model_or_path, device: str = "cpu", precision: str = "fp32", mode: str = "eager",
                  channels_last: bool = False, img_size=640):
         super().__init__()
-        from ..export import normalize_img_size
+        from ..preprocess import normalize_img_size
 
         self.device = resolve_device(device)
         if precision not in ("fp32", "fp16"):

@@ -1,0 +1,136 @@
+"""Accuracy recovery for a pruned model: knowledge distillation from the unpruned teacher,
+plus the supervised YOLO loss when labels are given.
+
+* :mod:`.data`: the streaming input pipeline (Dataset + DataLoader, optional caches);
+* :mod:`.augment`: on-device augmentation and random crops, seeded per sample;
+* :mod:`.dist`: torch.distributed (torchrun: NCCL on GPUs, gloo on CPUs);
+* :mod:`.check`: the kept fraction on held-out images (labelled mAP or teacher agreement);
+* :mod:`.train`: the loop (AdamW, EMA, target / time / epoch stops, resumable state).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+from ..log import G_LOGGER
+from .check import HoldOut, split_holdout
+from .config import CACHES, RecoverConfig
+from .train import state_path
+
+DEFAULT_MINUTES = {"cpu": 15.0, "cuda": 10.0}  # the time limit when none is given (README: recovery)
+DEFAULT_TARGET = 0.95
+HOLDOUT_IMAGES = 200  # images held out of label-free training to measure teacher agreement
+
+
+def default_minutes(device: str) -> float:
+    from ..runners.torch_runner import resolve_device
+
+    return DEFAULT_MINUTES["cuda" if resolve_device(device).startswith("cuda") else "cpu"]
+
+
+def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, resume: bool = False,
+            holdout: HoldOut | None = None):
+    """Train ``student`` (a pruned Model) towards ``teacher`` on ``images`` (paths) and save
+    the best checked EMA weights to ``output`` in fyexport's format (rank 0 of a torchrun
+    job; the other ranks return None).  Returns (model, summary dict)."""
+    from .train import Trainer
+
+    output = Path(output)
+    if teacher.nc != student.nc:
+        raise InputError(f"teacher has {teacher.nc} classes but the pruned model has {student.nc}",
+                         "Use the checkpoint the pruned model was made from as --teacher")
+    cfg.validate()
+    paths = list(images)
+    if cfg.max_images:
+        from ..preprocess import sample_images
+
+        paths = sample_images(paths, cfg.max_images, cfg.seed)
+    trainer = Trainer(student, teacher, paths, output, cfg, data=data, holdout=holdout)
+    if resume:
+        trainer.restore()
+    res = trainer.run()
+    return res if res is not None else (None, None)
+
+
+def training_images(images=None, data=None, exclude=(), extra=()) -> tuple[list, object]:
+    """(image paths, DataSpec or None): the images of the folder ``images``, the ``data``
+    yaml's train split and the ``extra`` folders, without duplicates, validated."""
+    from ..data import load_data_yaml
+    from ..preprocess import list_images
+
+    spec = load_data_yaml(data) if data else None
+    paths: list = []
+    for folder in [f for f in (images, *extra) if f]:
+        p = Path(folder)
+        if not p.is_dir():
+            raise InputError(f"{p}: not a folder of images")
+        found = list_images(p, exclude=exclude)
+        if not found:
+            raise InputError(f"{p}: no image files (jpg, png, bmp, webp, tiff) found")
+        paths += found
+    if spec is not None:
+        paths += spec.images("train")
+    if not paths:
+        raise InputError("give --images DIR (label-free) and/or --data data.yaml (with labels)")
+    return sorted({str(p): Path(p) for p in paths}.values()), spec
+
+
+def recover_from_paths(pruned, teacher, images, data, output, cfg: RecoverConfig, resume: bool = False):
+    """The ``fyexport recover`` command: validate everything, hold out images to measure the
+    kept fraction on (the validation split with labels), then :func:`recover`."""
+    from ..models import load
+
+    out = Path(output)
+    if out.suffix not in (".pt", ".pth"):
+        raise InputError(f"{output}: the recovered model is saved as .pt")
+    paths, spec = training_images(images, data)
+    student = load(pruned)
+    if not student.meta.get("prune"):
+        G_LOGGER.warning(f"{pruned}: has no pruning record; recovering it anyway")
+    teach = load(teacher)
+    if spec is not None and spec.nc != student.nc:
+        raise InputError(f"{spec.path}: has {spec.nc} classes but the model has {student.nc}")
+    paths, holdout = holdout_for(paths, spec, cfg, student.nc)
+    return recover(student, teach, paths, out, cfg, data=spec, resume=resume, holdout=holdout)
+
+
+def holdout_for(paths: list, spec, cfg: RecoverConfig, nc: int, n: int = HOLDOUT_IMAGES):
+    """(training paths, HoldOut): the validation split when there are labels (training keeps
+    every image), else ``n`` images taken out of the training images."""
+    if spec is not None and "val" in spec.splits:
+        from ..preprocess import sample_images
+
+        val = sample_images(spec.images("val"), n, cfg.seed)
+        held = set(map(str, val))
+        return [p for p in paths if str(p) not in held], HoldOut(val, cfg.hw, nc, labelled=True)
+    train, held = split_holdout(paths, n, cfg.seed)
+    return train, (HoldOut(held, cfg.hw, nc, labelled=False) if held else None)
+
+
+def taylor_loss_fn(data, model, batches: int = 4, batch: int = 8, img_size: int = 640):
+    """For Taylor importance: a callable that accumulates YOLO-loss gradients on a few
+    labelled batches."""
+    from ..data import load_data_yaml
+    from ..loss import YoloLoss
+    from .data import TrainingSet, collate
+
+    spec = load_data_yaml(data)
+    if spec.nc != model.nc:
+        raise InputError(f"{spec.path}: has {spec.nc} classes but the model has {model.nc}")
+    ds = TrainingSet(spec.images("train")[: batches * batch], (img_size, img_size), spec.nc)
+
+    def run(m):
+        loss_fn = YoloLoss(m.head, img_size=img_size)
+        m.train()
+        for i in range(0, len(ds), batch):
+            x, tg, _, _ = collate([ds[k] for k in range(i, min(i + batch, len(ds)))])
+            if x is not None:
+                loss_fn(m(x.float() / 255.0), tg)[0].backward()
+        m.eval()
+
+    return run
+
+
+__all__ = ["CACHES", "DEFAULT_MINUTES", "DEFAULT_TARGET", "HoldOut", "RecoverConfig", "default_minutes",
+           "holdout_for", "recover", "recover_from_paths", "split_holdout", "state_path", "taylor_loss_fn",
+           "training_images"]

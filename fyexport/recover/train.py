@@ -1,0 +1,455 @@
+"""The recovery loop: distillation from the unpruned teacher (+ the YOLO loss with labels).
+
+The student trains with AdamW (lr for a global batch of 16, scaled by the square root of
+global batch / 16, the rule for adaptive optimizers), warm-up then cosine decay, gradients
+averaged over ranks by DistributedDataParallel, and a weight EMA kept on rank 0.  Every
+``check_every`` steps rank 0 measures the EMA's kept fraction on held-out images
+(:class:`~fyexport.recover.check.Checker`) and keeps the best weights; recovery stops at
+whichever comes first: the target, the time limit or the epoch limit.  State is saved every
+``save_every`` steps, so ``resume=True`` continues an interrupted run exactly where it was.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from ..errors import FyexportError, InputError, InternalError
+from ..log import G_LOGGER, progress
+from .config import RecoverConfig
+
+INTERRUPT_ENV = "FYEXPORT_RECOVER_INTERRUPT_AT"  # testing: raise KeyboardInterrupt after this step's save
+
+
+class Ema:
+    def __init__(self, model, decay: float):
+        self.ema = copy.deepcopy(model).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.decay, self.updates = decay, 0
+
+    def update(self, model) -> None:
+        import torch
+
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / 200))
+        with torch.no_grad():
+            msd = model.state_dict()
+            for k, v in self.ema.state_dict().items():
+                if v.dtype.is_floating_point:
+                    v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+
+
+@dataclass
+class _Progress:
+    """Where training stands; what the state file saves and a resumed run restores."""
+
+    epoch: int = 0
+    it: int = 0  # next iteration within the epoch
+    step: int = 0  # global step
+    total: int = 0  # planned steps (fitted to the time limit once the speed is known)
+    seconds: float = 0.0  # training time so far, over every run
+    best: dict | None = None  # {"step", "kept", "score"} of the best check
+    checks: list = field(default_factory=list)
+    history: list = field(default_factory=list)
+    stopped: str = ""
+
+
+def state_path(output: Path) -> Path:
+    return output.with_name(output.stem + ".recover-state.pt")
+
+
+def lr_at(cfg: RecoverConfig, lr: float, it: int, total: int) -> float:
+    if it < cfg.warmup_iters:
+        return lr * (it + 1) / cfg.warmup_iters
+    prog = (it - cfg.warmup_iters) / max(1, total - cfg.warmup_iters)
+    return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(prog, 1.0))))
+
+
+class Trainer:
+    """One recovery run on one process (of ``world``)."""
+
+    def __init__(self, student, teacher, paths: list, output, cfg: RecoverConfig, data=None, holdout=None):
+        from . import dist
+        from .data import TrainingSet
+
+        self.cfg, self.output, self.data = cfg, Path(output), data
+        self.d = dist.setup(_resolve(cfg.device))
+        if not self.d.main:
+            G_LOGGER.configure(quiet=True)
+        self.ds = TrainingSet(paths, cfg.hw, student.nc if data is not None else None, _cache(cfg, len(paths)),
+                              self.output.parent / ".recover-cache")
+        per_rank = len(self.ds) // self.d.world
+        if 0 < per_rank < cfg.batch:
+            G_LOGGER.warning(f"{per_rank} training images per process, fewer than the batch of {cfg.batch}: "
+                             f"training on batches of {per_rank}")
+            self.cfg = cfg = replace(cfg, batch=per_rank)
+        self.holdout = holdout
+        if holdout is not None and set(map(str, holdout.images)) & set(map(str, paths)):
+            raise InternalError("recovery was given held-out images to train on")
+        self.best_state = None
+        self.global_batch = cfg.batch * self.d.world
+        self.lr = cfg.lr * math.sqrt(self.global_batch / 16)
+        self._models(student, teacher)
+        self.p = _Progress()
+        self.skipped: dict = {}
+        self.wait_s = 0.0
+        self.key = self._key(student, teacher, len(paths))
+
+    def _models(self, student, teacher) -> None:
+        import torch
+
+        from ..loss import DistillLoss, YoloLoss
+        from ..machine import cpu_has_native_bf16, physical_cores
+
+        dev = self.d.device
+        torch.manual_seed(self.cfg.seed)
+        if dev == "cpu":
+            torch.set_num_threads(max(1, physical_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
+        self.amp = bool(self.cfg.amp and (dev.startswith("cuda") or cpu_has_native_bf16()))
+        layout = torch.channels_last
+        self.meta = dict(student.meta)
+        s = student.float().to(dev).to(memory_format=layout).train()
+        for p in s.parameters():
+            p.requires_grad_(True)
+        t = teacher.float().to(dev).eval()
+        t.fuse()
+        self.teacher = t.to(memory_format=layout)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.student = s
+        self.model = s
+        if self.d.active:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                s, device_ids=[self.d.local_rank] if dev.startswith("cuda") else None)
+        decay = [p for p in s.parameters() if p.ndim > 1]
+        no_decay = [p for p in s.parameters() if p.ndim <= 1]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
+                                      {"params": no_decay, "weight_decay": 0.0}], lr=self.lr, betas=(0.9, 0.999))
+        self.ema = Ema(s, self.cfg.ema_decay) if self.d.main else None
+        from .dist import rank_mean
+
+        self.kd = DistillLoss(s.head.nl)
+        self.sup = YoloLoss(s.head, img_size=self.cfg.hw) if self.data is not None else None
+        for loss in (self.kd, self.sup):
+            if loss is not None:
+                loss.rank_mean = rank_mean(self.d)
+
+    def _key(self, student, teacher, n: int) -> str:
+        from ..artifacts import sha256_json
+
+        return sha256_json({"cfg": self.cfg.key(), "images": n, "labels": self.data is not None,
+                            "world": self.d.world, "student": student.meta.get("prune"),
+                            "teacher": str(teacher.meta.get("source"))})
+
+    # -- state --------------------------------------------------------------------------
+    def restore(self) -> None:
+        from ..models.checkpoint import read_pickle
+
+        f = state_path(self.output)
+        if not f.exists():
+            G_LOGGER.debug(f"resume: no state file {f}; starting from scratch")
+            return
+        st = read_pickle(f)
+        if st.get("key") != self.key:
+            raise InputError(f"{f}: saved by a run with other settings or another number of processes",
+                             "Rerun without --resume, or with the same settings")
+        self.student.load_state_dict(st["student"])
+        self.opt.load_state_dict(st["optimizer"])
+        if self.ema is not None:
+            self.ema.ema.load_state_dict(st["ema"])
+            self.ema.updates = int(st["ema_updates"])
+        self.best_state = st.get("best_state")
+        self.p = _Progress(**st["progress"])
+        G_LOGGER.info(f"resuming recovery at step {self.p.step} (epoch {self.p.epoch + 1})")
+
+    def save_state(self) -> None:
+        from ..artifacts import write_torch
+
+        if self.d.main:
+            write_torch(state_path(self.output), {
+                "key": self.key, "student": self.student.state_dict(), "optimizer": self.opt.state_dict(),
+                "ema": self.ema.ema.state_dict(), "ema_updates": self.ema.updates, "best_state": self.best_state,
+                "progress": asdict(self.p)})
+        if os.environ.get(INTERRUPT_ENV) and self.p.step == int(os.environ[INTERRUPT_ENV]):
+            raise KeyboardInterrupt
+
+    # -- training -----------------------------------------------------------------------
+    def run(self):
+        from . import dist
+        from .data import log_skipped
+
+        if self.ds.cache == "ram":
+            self.ds.fill_ram()
+        if self.p.step == 0:
+            self._adapt_bn()
+        self.checker = self._checker()
+        self.cap = self.steps_per_epoch() * self.cfg.epochs
+        self.p.total = self.p.total or self.cap
+        G_LOGGER.info(f"recovery on {self.d.device} x{self.d.world}: {len(self.ds)} images, global batch "
+                      f"{self.global_batch}, lr {self.lr:.2e}, {'bfloat16 autocast' if self.amp else 'float32'}, "
+                      "channels-last" + (f", target {self.cfg.target:.0%} of the teacher" if self.cfg.target else ""))
+        t_run = time.time() - self.p.seconds
+        with progress("recover", self.p.total) as bar:
+            bar.advance(self.p.step)
+            while self.p.epoch < self.cfg.epochs and not self.p.stopped:
+                self._epoch(bar, t_run)
+        if not self.p.stopped:
+            self.p.stopped = "epochs"
+        log_skipped(self.skipped)
+        out = self._finish() if self.d.main else None
+        dist.barrier(self.d)
+        dist.teardown(self.d)
+        return out
+
+    def _adapt_bn(self) -> None:
+        """Re-estimate the student's BatchNorm statistics (cumulative averages, no gradient) on
+        ``bn_adapt`` training images before training: a freshly pruned network's activations
+        no longer match the statistics of its unpruned widths, and fixing them first is most
+        of the early recovery (benchmarks/README.md, recovery recipe).  Every rank uses the
+        same images, so the statistics agree."""
+        import torch
+
+        from .data import make_loader
+
+        bns = [m for m in self.student.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not bns or not self.cfg.bn_adapt:
+            return
+        order = torch.randperm(len(self.ds), generator=torch.Generator().manual_seed(self.cfg.seed + 1))
+        saved = [bn.momentum for bn in bns]
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None
+        n = 0
+        with torch.no_grad():
+            for x8, _, _, _ in make_loader(self.ds, order[:self.cfg.bn_adapt].tolist(), self.cfg.batch, 0, False, 0):
+                if x8 is not None:
+                    x = x8.to(self.d.device).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+                    self.student(x)
+                    n += len(x8)
+        for bn, m in zip(bns, saved):
+            bn.momentum = m
+        if self.ema is not None:
+            self.ema = Ema(self.student, self.cfg.ema_decay)
+        G_LOGGER.info(f"BatchNorm statistics of the pruned model re-estimated on {n} images")
+
+    def steps_per_epoch(self) -> int:
+        n = len(self.ds) // self.d.world
+        if n < 1:
+            raise InputError(f"{len(self.ds)} training images for {self.d.world} processes",
+                             "Give more images (--train-images), or start fewer processes")
+        return n // self.cfg.batch
+
+    def _indices(self) -> list:
+        import torch.utils.data as tud
+
+        s = tud.DistributedSampler(self.ds, num_replicas=self.d.world, rank=self.d.rank, shuffle=True,
+                                   seed=self.cfg.seed, drop_last=True)
+        s.set_epoch(self.p.epoch)
+        return list(s)[self.p.it * self.cfg.batch:]
+
+    def _loader(self):
+        from .data import EpochSampler, default_workers, make_loader
+
+        if not hasattr(self, "loader"):
+            workers = self.cfg.workers if self.cfg.workers is not None else default_workers(self.d.device)
+            self.sampler = EpochSampler()
+            self.loader = make_loader(self.ds, self.sampler, self.cfg.batch, 0 if self.ds.cache == "ram" else workers,
+                                      self.d.device.startswith("cuda"), self.cfg.seed)
+        self.sampler.indices = self._indices()
+        return self.loader
+
+    def _epoch(self, bar, t_run: float) -> None:
+        sums, n = None, 0
+        it = iter(self._loader())
+        while True:
+            t0 = time.perf_counter()
+            batch = next(it, StopIteration)
+            self.wait_s += time.perf_counter() - t0
+            if batch is StopIteration:
+                break
+            parts = self._guarded_step(batch)
+            if parts is not None:
+                sums = parts if sums is None else {k: sums[k] + v for k, v in parts.items()}
+                n += 1
+            self.p.it += 1
+            self.p.step += 1
+            self.p.seconds = time.time() - t_run
+            bar.advance()
+            if self._after_step(bar, sums, n):
+                return
+        self._end_epoch(sums, n)
+
+    def _end_epoch(self, sums, n: int) -> None:
+        self.p.history.append({k: float(v) / max(n, 1) for k, v in (sums or {}).items()}
+                              | {"epoch": self.p.epoch + 1, "iterations": n})
+        G_LOGGER.event("recover_epoch", **self.p.history[-1])
+        self.p.epoch += 1
+        self.p.it = 0
+        self.save_state()
+
+    def _guarded_step(self, batch):
+        import torch
+
+        try:
+            return self._step(batch)
+        except torch.OutOfMemoryError:
+            b = self.cfg.batch
+            raise FyexportError(f"out of memory on {self.d.device} at a batch of {b} images of {self.cfg.hw} per "
+                                "process",
+                                f"Try --batch {max(1, b // 2)}" + ("" if self.cfg.crop else " or --crop 320"))
+
+    def _step(self, batch):
+        """One optimizer step; returns the loss parts as device tensors (no host sync)."""
+        import torch
+
+        from .augment import augment, random_crop, sample_draws
+
+        x8, tg, ids, skipped = batch
+        for why in skipped:
+            if isinstance(why, tuple):  # a bad label file met in a loader worker
+                raise InputError(why[1])
+            self.skipped[why] = self.skipped.get(why, 0) + 1
+        if x8 is None:
+            return None
+        dev, cfg = self.d.device, self.cfg
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(cfg, self.lr, self.p.step, self.p.total)
+        x = x8.to(dev, non_blocking=True).float().div_(255.0)
+        tg = tg.to(dev, non_blocking=True)
+        draws = sample_draws(ids, self.p.epoch, cfg.seed)
+        x, tg = augment(x, tg, draws)
+        if cfg.crop:
+            x, tg = random_crop(x, tg, cfg.crop, draws[:, 7:9])
+        x = x.contiguous(memory_format=torch.channels_last)
+        kind = "cuda" if dev.startswith("cuda") else "cpu"
+        with torch.autocast(kind, dtype=torch.bfloat16, enabled=self.amp):
+            with torch.no_grad():
+                t_raw = self.teacher(x)[1]
+            s_raw = self.model(x)
+        s_raw, t_raw = [r.float() for r in s_raw], [r.float() for r in t_raw]
+        loss, parts = self.kd(s_raw, t_raw)
+        loss = loss * cfg.kd_weight
+        if self.sup is not None:
+            l2, p2 = self.sup(s_raw, tg)
+            loss = loss + cfg.sup_weight * l2 / x.shape[0]
+            parts.update(p2)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.student.parameters(), 10.0)
+        self.opt.step()
+        if self.ema is not None:
+            self.ema.update(self.student)
+        parts["loss"] = loss.detach()
+        return parts
+
+    def _after_step(self, bar, sums, n: int) -> bool:
+        """Logging, the speed estimate, checks and saves; True when recovery should stop."""
+        from . import dist
+
+        p, cfg = self.p, self.cfg
+        if sums is not None and (p.step % 25 == 0 or p.step <= 1):
+            if not math.isfinite(float(sums["loss"])):
+                raise FyexportError("recovery diverged (loss is not finite)", "Lower --lr")
+            bar.set_postfix(f"epoch {p.epoch + 1} loss {float(sums['loss']) / max(n, 1):.4f}"
+                            + (f" kept {p.checks[-1]['kept']:.1%}" if p.checks else ""))
+        self._fit_schedule(bar)
+        stop = ""
+        if p.step % cfg.check_every == 0 and self.checker is not None:
+            stop = self._check()
+        if cfg.time_budget_s is not None and p.seconds >= cfg.time_budget_s:
+            stop = stop or "time"
+        if p.step >= p.total and p.total < self.cap:
+            stop = stop or "time"  # the schedule was fitted to the time limit and is done
+        flag = dist.broadcast_flag(self.d, bool(stop))  # rank 0 decides for every rank
+        stop = stop if self.d.main else ("stop" if flag else "")
+        if stop:
+            p.stopped = stop
+        if stop or p.step % cfg.save_every == 0:
+            self.save_state()
+        return bool(stop)
+
+    def _fit_schedule(self, bar) -> None:
+        """With a time limit, fit the planned steps to it once the speed is known (after the
+        first steps, which include autotuning), and say how long recovery will take."""
+        p, cfg = self.p, self.cfg
+        if p.step == 10:
+            self._t10 = (p.seconds, p.step)
+        if p.step not in (30, 60, 120) and not (p.step > 120 and p.step % 200 == 0) or not hasattr(self, "_t10"):
+            return
+        per = (p.seconds - self._t10[0]) / (p.step - self._t10[1])
+        cap = self.cap
+        if cfg.time_budget_s is not None:
+            from . import dist
+
+            total = max(min(p.step + int((cfg.time_budget_s - p.seconds) / per), cap), p.step + 1)
+            p.total = int(dist.broadcast_value(self.d, total))  # one schedule for every rank
+            bar.update(total=p.total)
+        if p.step == 30:
+            G_LOGGER.info(f"recovery: {per:.2f} s a step ({self.global_batch / per:.1f} images/s); {p.total} steps "
+                          f"planned, expected {per * (p.total - p.step) / 60 + p.seconds / 60:.1f} min"
+                          + (f" at most (or sooner, at {cfg.target:.0%} kept)" if cfg.target else ""))
+
+    def _checker(self):
+        if self.holdout is None or not self.d.main:
+            return None
+        from .check import Checker
+
+        return Checker(self.teacher, self.holdout, self.d.device)
+
+    def _check(self) -> str:
+        """Measure the EMA on the held-out images; keep the best; "target" once it is reached."""
+        r = self.checker.measure(self.ema.ema)
+        r["step"], r["seconds"] = self.p.step, round(self.p.seconds, 1)
+        self.p.checks.append(r)
+        G_LOGGER.info(f"recovery step {self.p.step}: kept {r['kept']:.1%} of the teacher ({self.checker.what} "
+                      f"{r['score']:.4f} vs {self.checker.reference:.4f}, {len(self.checker.images)} held-out images)")
+        if self.p.best is None or r["kept"] > self.p.best["kept"]:
+            self.p.best = r
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.ema.ema.state_dict().items()}
+        return "target" if self.cfg.target is not None and r["kept"] >= self.holdout.target(self.cfg.target) else ""
+
+    def _finish(self):
+        """Save the best checked EMA weights (the last EMA when nothing was checked)."""
+        import torch
+
+        from ..models import save
+
+        if self.checker is not None and (not self.p.checks or self.p.checks[-1]["step"] != self.p.step):
+            self._check()
+        out = self.ema.ema
+        if self.best_state is not None:
+            out.load_state_dict(self.best_state)
+        out = out.cpu().float().to(memory_format=torch.contiguous_format).eval()
+        out.meta = dict(self.meta)
+        out.meta["recover"] = summary = self.summary()
+        save(out, self.output)
+        state_path(self.output).unlink(missing_ok=True)
+        return out, summary | {"history": self.p.history, "checks": self.p.checks}
+
+    def summary(self) -> dict:
+        total = max(self.p.seconds, 1e-9)
+        return {"epochs": self.cfg.epochs, "images": len(self.ds), "labels": self.data is not None,
+                "iterations": self.p.step, "seconds": round(self.p.seconds, 1), "device": self.d.device,
+                "world_size": self.d.world, "global_batch": self.global_batch, "lr": self.lr,
+                "images_per_s": round(self.p.step * self.global_batch / total, 2),
+                "input_wait_share": round(self.wait_s / total, 4), "stopped": self.p.stopped, "best": self.p.best,
+                "skipped": dict(self.skipped), "config": self.cfg.key()}
+
+
+def _cache(cfg: RecoverConfig, n: int) -> str:
+    """--cache auto: the whole letterboxed set in memory when it is small, else streaming."""
+    from .config import RAM_CACHE_AUTO_BYTES
+
+    if cfg.cache != "auto":
+        return cfg.cache
+    return "ram" if n * 3 * cfg.hw[0] * cfg.hw[1] <= RAM_CACHE_AUTO_BYTES else "none"
+
+
+def _resolve(device: str) -> str:
+    from ..runners.torch_runner import resolve_device
+
+    return resolve_device(device)

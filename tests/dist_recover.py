@@ -1,0 +1,26 @@
+"""A small recovery run for the distributed tests: ``python dist_recover.py OUT DATA BATCH EPOCHS SEED [resume]``,
+alone or under torchrun.  The EMA decay is 0, so the saved weights are the student's own."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from conftest import TINY
+
+
+def main(out, data, batch, epochs, seed, resume=False):
+    import fyexport
+    from fyexport.prune import prune
+    from fyexport.recover import RecoverConfig, recover, training_images
+
+    paths, spec = training_images(data=data)
+    student, _ = prune(fyexport.load(TINY), 0.3)
+    cfg = RecoverConfig(epochs=epochs, img_size=128, batch=batch, lr=2e-3, warmup_iters=1, ema_decay=0.0, seed=seed,
+                        save_every=1, amp=False, workers=0, device="cpu", check_every=10**6)
+    recover(student, fyexport.load(TINY), paths, out, cfg, data=spec, resume=resume)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    a = sys.argv[1:]
+    main(a[0], a[1], int(a[2]), int(a[3]), int(a[4]), len(a) > 5 and a[5] == "resume")

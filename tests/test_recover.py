@@ -1,0 +1,254 @@
+"""Recovery: the streaming input pipeline, distillation, held-out checks and the target,
+torch.distributed (gloo on this CPU), resume, and bad input."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, TINY, run_cli
+
+HERE = Path(__file__).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(nproc: int, *args, env=None, timeout=600):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-addr",
+           "127.0.0.1", "--master-port", str(_free_port()), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def _weights(path):
+    import fyexport
+
+    return {k: v.float() for k, v in fyexport.load(path).state_dict().items() if v.dtype.is_floating_point}
+
+
+def _pruned(tiny_model, ratio=0.3):
+    from fyexport.prune import prune
+
+    return prune(tiny_model, ratio)[0]
+
+
+def test_recover_improves_on_pruned(tmp_path, tiny_model, shapes_small):
+    """A few distillation steps reduce the distillation loss on held-out real images."""
+    import fyexport
+    from fyexport.loss import DistillLoss
+    from fyexport.preprocess import prepare, read_image
+    from fyexport.recover import RecoverConfig, recover, training_images
+
+    pruned = _pruned(tiny_model)
+    paths, spec = training_images(data=shapes_small)
+    val = spec.images("val")[:4]
+    x = torch.from_numpy(np.stack([prepare(read_image(p), 320).tensor for p in val]))
+    teacher = fyexport.load(TINY).fuse()
+    kd = DistillLoss(3)
+    with torch.no_grad():
+        t_out = teacher(x)[1]
+        before = kd(pruned(x)[1], t_out)[0].item()
+    cfg = RecoverConfig(epochs=5, img_size=320, batch=4, lr=2e-3, warmup_iters=2)
+    rec, summary = recover(pruned, fyexport.load(TINY), paths, tmp_path / "r.pt", cfg, data=spec)
+    with torch.no_grad():
+        after = kd(rec(x)[1], t_out)[0].item()
+    assert summary["iterations"] == 10 and summary["labels"] is True and summary["stopped"] == "epochs"
+    assert summary["images_per_s"] > 0 and 0 <= summary["input_wait_share"] < 1
+    assert after < 0.9 * before
+    back = fyexport.load(tmp_path / "r.pt")
+    assert back.meta["recover"]["epochs"] == 5 and not (tmp_path / "r.recover-state.pt").exists()
+
+
+def test_loader_with_workers_yields_the_same_batches(shapes_small):
+    from fyexport.recover import training_images
+    from fyexport.recover.data import EpochSampler, TrainingSet, make_loader
+
+    paths, spec = training_images(data=shapes_small)
+    ds = TrainingSet(paths, (160, 160), spec.nc)
+    order = EpochSampler()
+    order.indices = [5, 2, 7, 0, 3, 1, 6, 4]
+    a = list(make_loader(ds, order, 3, 0, False, 0))
+    b = list(make_loader(ds, order, 3, 2, False, 0))
+    assert len(a) == len(b) == 2  # the short last batch is dropped
+    for (xa, ta, ia, sa), (xb, tb, ib, sb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ta, tb) and ia == ib == ia and sa == sb == []
+    assert a[0][2] == [5, 2, 7] and a[0][0].shape == (3, 3, 160, 160) and a[0][0].dtype == torch.uint8
+
+
+def test_caches_serve_the_same_pixels_and_a_changed_image_is_not_stale(tmp_path, shapes_small):
+    import shutil
+
+    from fyexport.recover import training_images
+    from fyexport.recover.data import TrainingSet
+
+    paths, spec = training_images(data=shapes_small)
+    imgs = tmp_path / "images" / "train"
+    imgs.mkdir(parents=True)
+    mine = [Path(shutil.copy(p, imgs / p.name)) for p in paths[:3]]
+    plain = TrainingSet(mine, (160, 160))
+    disk = TrainingSet(mine, (160, 160), cache="disk", cache_dir=tmp_path / "cache")
+    ram = TrainingSet(mine, (160, 160), cache="ram")
+    ram.fill_ram()
+    for i in range(3):
+        assert np.array_equal(plain[i][2], disk[i][2]) and np.array_equal(plain[i][2], ram[i][2])
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 3
+    assert np.array_equal(disk[0][2], plain[0][2])  # served from the cache now
+    shutil.copy(paths[5], mine[0])  # the file changes under the same name
+    os.utime(mine[0], ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert np.array_equal(disk[0][2], TrainingSet(mine, (160, 160))[0][2])
+    assert not np.array_equal(disk[0][2], plain[1][2])
+
+
+def test_vanished_images_are_skipped_and_counted(tmp_path, tiny_model, shapes_small):
+    import fyexport
+    from fyexport.recover import RecoverConfig, recover, training_images
+
+    paths, spec = training_images(data=shapes_small)
+    gone = tmp_path / "images" / "train" / "gone.jpg"
+    cfg = RecoverConfig(epochs=1, img_size=128, batch=3, warmup_iters=1, workers=0)
+    _, summary = recover(_pruned(tiny_model), fyexport.load(TINY), [*paths, gone], tmp_path / "r.pt", cfg, data=spec)
+    assert summary["skipped"] == {"unreadable": 1} and summary["iterations"] == 3
+
+
+def test_label_outside_the_classes_names_the_file(tmp_path, shapes_small):
+    import shutil
+
+    root = tmp_path / "d"
+    shutil.copytree(shapes_small.parent, root)
+    bad = sorted((root / "labels" / "train").glob("*.txt"))[2]
+    bad.write_text("7 0.5 0.5 0.1 0.1\n")
+    (root / "shapes.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnc: 5\n"
+                                      "names: [circle, square, triangle, star, cross]\n")
+    pruned = tmp_path / "p.pt"
+    assert run_cli("prune", TINY, "--ratio", "0.3", "-o", pruned).returncode == 0
+    proc = run_cli("recover", pruned, "--teacher", TINY, "--data", root / "shapes.yaml", "--img-size", "128",
+                   "--batch", "2", "--epochs", "1", "-o", tmp_path / "r.pt")
+    assert proc.returncode == 2 and bad.name in proc.stderr and "class id 7" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 3, proc.stderr
+
+
+def test_recovery_stops_at_the_target_and_keeps_the_best_weights(tmp_path, tiny_model, shapes_small):
+    """An unpruned copy of the teacher keeps ~100% at once: the first check stops training."""
+    import copy
+
+    import fyexport
+    from fyexport.recover import HoldOut, RecoverConfig, recover, training_images
+
+    paths, spec = training_images(data=shapes_small)
+    held = HoldOut(spec.images("val"), (160, 160), 5, labelled=True)
+    cfg = RecoverConfig(epochs=20, img_size=160, batch=2, lr=1e-8, warmup_iters=1, target=0.9, check_every=3,
+                        workers=0)
+    _, summary = recover(copy.deepcopy(tiny_model).fuse(), fyexport.load(TINY), paths, tmp_path / "r.pt", cfg,
+                         data=spec, holdout=held)
+    assert summary["stopped"] == "target" and summary["iterations"] == 3
+    assert summary["best"]["kept"] >= 0.9 and summary["best"]["step"] == 3
+    assert len(summary["checks"]) == 1
+
+
+def test_the_held_out_images_are_never_trained_on(tmp_path, tiny_model, shapes_small):
+    import fyexport
+    from fyexport.errors import InternalError
+    from fyexport.recover import HoldOut, RecoverConfig, holdout_for, recover, split_holdout, training_images
+
+    paths, spec = training_images(images=shapes_small.parent / "images")  # train and val, no labels
+    train, held = split_holdout(paths, 4)
+    assert len(held) == 4 and not set(train) & set(held) and sorted(train + held) == sorted(paths)
+    train2, h2 = holdout_for(paths, None, RecoverConfig(img_size=160), 5, n=4)
+    assert train2 == train and h2.images == held and not h2.labelled
+    _, spec = training_images(data=shapes_small)
+    train3, h3 = holdout_for(paths, spec, RecoverConfig(img_size=160), 5)
+    assert h3.labelled and not set(map(str, train3)) & set(map(str, h3.images))
+    with pytest.raises(InternalError):
+        recover(_pruned(tiny_model), fyexport.load(TINY), paths, tmp_path / "r.pt", RecoverConfig(img_size=160),
+                holdout=HoldOut(held, (160, 160), 5, labelled=False))
+
+
+def test_two_gloo_processes_match_one_process_with_twice_the_batch(tmp_path, shapes_small):
+    """Per-rank batch 2 on two processes against batch 4 on one, same seed, two steps, with the
+    YOLO loss: the losses normalise by totals averaged over the ranks, so DDP's averaged
+    gradient is the one-process gradient.  Tolerance: the mean absolute weight difference
+    stays under 0.1% of the mean weight change (only the float summation order differs);
+    another seed differs by about as much as training moved the weights."""
+    import fyexport
+    from fyexport.prune import prune
+
+    one, two, other = tmp_path / "one.pt", tmp_path / "two.pt", tmp_path / "other.pt"
+    single = [sys.executable, str(HERE / "dist_recover.py")]
+    subprocess.run([*single, *map(str, (one, shapes_small, 4, 1, 0))], check=True, cwd=HERE, timeout=600)
+    proc = _torchrun(2, HERE / "dist_recover.py", two, shapes_small, 2, 1, 0)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "x2:" in proc.stderr and "global batch 4" in proc.stderr
+    subprocess.run([*single, *map(str, (other, shapes_small, 4, 1, 1))], check=True, cwd=HERE, timeout=600)
+
+    def flat(w):
+        return torch.cat([v.flatten() for v in w.values()])
+
+    w0 = {k: v.float() for k, v in prune(fyexport.load(TINY), 0.3)[0].state_dict().items() if v.dtype.is_floating_point}
+    z, a, b, c = flat(w0), flat(_weights(one)), flat(_weights(two)), flat(_weights(other))
+    moved, apart, seed_apart = (a - z).abs().mean(), (a - b).abs().mean(), (a - c).abs().mean()
+    assert moved > 1e-4 and apart < 1e-3 * moved and seed_apart > 0.5 * moved
+
+
+def test_two_process_run_interrupted_and_resumed_ends_identical(tmp_path, shapes_small):
+    straight, resumed = tmp_path / "a" / "r.pt", tmp_path / "b" / "r.pt"
+    assert _torchrun(2, HERE / "dist_recover.py", straight, shapes_small, 2, 3, 0).returncode == 0
+    cut = _torchrun(2, HERE / "dist_recover.py", resumed, shapes_small, 2, 3, 0,
+                    env={"FYEXPORT_RECOVER_INTERRUPT_AT": "3"})
+    assert cut.returncode != 0 and not resumed.exists() and (resumed.parent / "r.recover-state.pt").exists()
+    proc = _torchrun(2, HERE / "dist_recover.py", resumed, shapes_small, 2, 3, 0, "resume")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resuming recovery at step 3" in proc.stderr
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_torchrun_cli_writes_one_output_and_logs_the_world_size(tmp_path, shapes_small):
+    pruned = tmp_path / "p.pt"
+    assert run_cli("prune", TINY, "--ratio", "0.3", "-o", pruned).returncode == 0
+    out = tmp_path / "out" / "r.pt"
+    proc = _torchrun(2, "-m", "fyexport", "recover", pruned, "--teacher", TINY, "--data", shapes_small,
+                     "--img-size", "128", "--batch", "2", "--epochs", "2", "--workers", "0", "-o", out,
+                     env={"PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "x2:" in proc.stderr and "world" not in proc.stdout
+    assert [p.name for p in out.parent.iterdir()] == ["r.pt"]
+    assert proc.stderr.count("wrote ") == 1
+
+
+def test_a_rank_that_cannot_reach_the_rendezvous_fails_in_one_line(tmp_path, shapes_small):
+    env = {**os.environ, "RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port()), "FYEXPORT_DIST_TIMEOUT": "3"}
+    t = time.time()
+    proc = subprocess.run([sys.executable, "-m", "fyexport", "recover", TINY, "--teacher", TINY, "--data",
+                           shapes_small, "--img-size", "128", "-o", tmp_path / "r.pt"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 1 and time.time() - t < 60
+    assert "could not join the process group" in proc.stderr and "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if not ln.startswith("warning: ")]  # "no pruning record"
+    assert len(lines) == 1 and lines[0].startswith("error: rank 1 of 2") and "within 3 s" in lines[0], proc.stderr
+
+
+def test_out_of_memory_says_which_batch_to_try(tmp_path, tiny_model, shapes_small, monkeypatch):
+    import fyexport
+    from fyexport.errors import FyexportError
+    from fyexport.recover import RecoverConfig, recover, training_images
+    from fyexport.recover.train import Trainer
+
+    def oom(self, batch):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Trainer, "_step", oom)
+    paths, spec = training_images(data=shapes_small)
+    cfg = RecoverConfig(epochs=1, img_size=128, batch=4, workers=0)
+    with pytest.raises(FyexportError, match=r"out of memory .* batch of 4 .*Try --batch 2"):
+        recover(_pruned(tiny_model), fyexport.load(TINY), paths, tmp_path / "r.pt", cfg, data=spec)
