@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Does teacher agreement track labelled mAP?  For each model: mAP@.5:.95 on the labelled
 validation split, its kept fraction of the unpruned teacher's, and teacher agreement on the
-same images (the teacher's detections scoring >= 0.25 as ground truth), side by side.
+same images (AP@.5 against the teacher's detections scoring >= 0.25 as ground truth; the
+strict agreement, AP@.5:.95 against them, beside it), side by side.
 
     python benchmarks/agreement_table.py --teacher yolov7-tiny-shapes.pt --data shapes/shapes.yaml \\
         --model "pruned 0.5=p.pt" --model "recovered=r.pt" --model "int8=int8/model.qdq.cpu.onnx" \\
@@ -41,7 +42,7 @@ def main() -> None:
     ap.add_argument("--machine", required=True)
     a = ap.parse_args()
     from fyexport.data import load_data_yaml
-    from fyexport.evaluate import coco_map, detect, label_boxes, teacher_agreement
+    from fyexport.evaluate import agreement_scores, coco_map, detect, label_boxes
     from fyexport.machine import machine_info
     from fyexport.runners import open_runner
 
@@ -59,9 +60,10 @@ def main() -> None:
     rows = []
     for label, d in dets.items():
         m50, m, _ = coco_map(gt, d.sizes, d.boxes, spec.nc)
+        agree, strict = agreement_scores(d, teacher, spec.nc)
         rows.append({"model": label, "path": models[label], "map50": round(m50, 4), "map": round(m, 4),
-                     "kept": round(m / ref, 4), "agreement": round(teacher_agreement(d, teacher, spec.nc), 4)})
-        print(f"{label:40s} mAP@.5:.95 {m:.4f}  kept {m / ref:6.1%}  teacher agreement {rows[-1]['agreement']:.4f}")
+                     "kept": round(m / ref, 4), "agreement": round(agree, 4), "strict_agreement": round(strict, 4)})
+        print(f"{label:40s} mAP@.5:.95 {m:.4f}  kept {m / ref:6.1%}  agreement {agree:.4f}  strict {strict:.4f}")
     out = HERE / "results" / f"agreement-{a.machine}.json"
     out.write_text(json.dumps({"machine": machine_info(), "images": len(images), "img_size": a.img_size,
                                "teacher_conf": 0.25, "rows": rows}, indent=2) + "\n")

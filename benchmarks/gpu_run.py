@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--train-seconds", type=float, default=280)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=None, help="AdamW lr for a global batch of 16 (default: fyexport's)")
     ap.add_argument("--eval-images", type=int, default=None)
     ap.add_argument("--bench-duration", type=float, default=2.0)
     ap.add_argument("--device", default="auto")
@@ -79,10 +79,10 @@ def main() -> None:
 
     teacher = fyexport.load(args.teacher)
     rows = [ev(args.teacher, "unpruned")]
-    pruned, res = prune(teacher, 0.5, "l2", 8, count_size=640)
+    pruned, res = prune(teacher, 0.5, "l2", 8, count_size=640, fuse=False)  # the training graph, as the build
     rows.append(ev(pruned, "pruned 0.5, no recovery"))
-    cfg = RecoverConfig(epochs=args.epochs, img_size=640, batch=args.batch, lr=args.lr, device=device,
-                        time_budget_s=args.train_seconds)
+    cfg = RecoverConfig(epochs=args.epochs, img_size=640, batch=args.batch, lr=args.lr or RecoverConfig.lr,
+                        device=device, time_budget_s=args.train_seconds)
     t = time.time()
     rec_path = out / "recovered.pt"
     _, summary = recover(pruned, fyexport.load(args.teacher), spec.images("train"), rec_path, cfg, data=spec)

@@ -38,6 +38,7 @@ def run(pruned: Path, yaml: Path, out: Path, steps: int, batch: int, crop: int |
     epochs = max(1, -(-steps * batch // n_train))
     cmd = [sys.executable, "-m", "fyexport", "recover", str(pruned), "--teacher", str(REPO / "fyexport/assets/"
            "yolov7-tiny-shapes.pt"), "--data", str(yaml), "--batch", str(batch), "--epochs", str(epochs),
+           "--max-steps", str(steps),
            "--target", "1", "--check-every", str(10**6), "--max-minutes", "600", "-o", str(out), *extra]
     if crop:
         cmd += ["--crop", str(crop)]

@@ -82,8 +82,9 @@ def main() -> None:
             return res
         step("prune", do_prune)
     if not rec.exists():
+        # the recipe of the recorded tables (no reconstruction, lr 1.5e-3); fyexport's default now reconstructs
         cfg = RecoverConfig(epochs=100, img_size=640, batch=16, lr=args.recover_lr, device=args.device,
-                            time_budget_s=args.recover_minutes * 60, crop=args.recover_crop or None)
+                            time_budget_s=args.recover_minutes * 60, crop=args.recover_crop or None, reconstruct=0)
         step("recover", lambda: recover(fyexport.load(pruned_path), fyexport.load(args.weights), spec.images("train"),
                                         rec, cfg, data=spec))
     onnx_path = work / "recovered.onnx"

@@ -9,7 +9,7 @@ points of mAP@.5:.95 with labels, of teacher agreement without, and splits the l
 what pruning cost (unpruned -> pruned FP32) and what quantization cost (FP32 -> INT8).
 
 The default allowance follows from the recovery target: a pruned model recovered to a kept
-fraction ``t`` may lose ``(1 - t)`` of the unpruned score (in agreement, ``1 - 2 (1 - t)``:
+fraction ``t`` may lose ``(1 - t)`` of the unpruned score (in agreement, ``1.4 (1 - t)``:
 :func:`fyexport.evaluate.agreement_target`), and quantization 1 point of mAP (3 of
 agreement, which INT8 perturbs more than it moves mAP) more; quantization alone when
 nothing is pruned or recovered.
@@ -22,7 +22,7 @@ from .errors import FyexportError
 
 UNPRUNED, FP32 = "unpruned fp32", "fp32"
 INT8 = {"trt": "int8 (TensorRT Q/DQ)", "cpu": "int8 (CPU Q/DQ)"}
-QUANTIZATION_POINTS = {"map": 1.0, "agreement": 3.0}  # INT8 of the unpruned shapes model: mAP +0.7, agreement -2.7
+QUANTIZATION_POINTS = {"map": 1.0, "agreement": 3.0}  # INT8 of the unpruned shapes model: mAP +0.7, agreement -2.8
 
 
 def candidates(out: Path, precision: str, pruned: bool, model_onnx: Path, artifacts: dict) -> dict:

@@ -57,7 +57,7 @@ class BuildOptions:
     recover: bool = True
     recover_batch: int = 16
     recover_lr: float = RecoverConfig.lr
-    recover_crop: int | None = None
+    recover_crop: int | None = RecoverConfig.crop
     recover_minutes: float | None = None  # None: DEFAULT_MINUTES of the device
     recover_images: int | None = None
     recover_target: float = DEFAULT_TARGET
@@ -132,7 +132,7 @@ class BuildOptions:
         minutes = self.recover_minutes if self.recover_minutes is not None else default_minutes(self.device)
         return RecoverConfig(epochs=self.recover_epochs or 1, img_size=self.img_size, batch=self.recover_batch,
                              lr=self.recover_lr, max_images=self.recover_images, seed=self.seed, device=self.device,
-                             crop=self.recover_crop, time_budget_s=minutes * 60,
+                             crop=self.recover_crop or None, time_budget_s=minutes * 60,
                              target=self.recover_target if self.recover_target < 1 else None,
                              workers=self.recover_workers, cache=self.recover_cache)
 
@@ -200,6 +200,7 @@ class Build:
         self.engine()
         self.bench()
         passed = f.gate is None or f.gate["passed"]
+        self.manifest.gate = f.gate
         self.manifest.save("done" if passed else "failed-gate")
         summary = self.summary()
         if not passed:
@@ -496,7 +497,7 @@ def run_build(opts: BuildOptions, command: str | None = None) -> dict | None:
 
 
 def demo_options(out: Path, calib: Path, data: Path, num_images: int, prune: float = 0.3, recover_epochs: int = 100,
-                 recover_minutes: float = 4.0, device: str = "auto") -> BuildOptions:
+                 recover_minutes: float = 3.5, device: str = "auto") -> BuildOptions:
     """``fyexport demo``: the build on the bundled yolov7-tiny and generated shapes data, sized
     for a few minutes on a 2-core CPU (recovery on 320x320 crops, at most ``recover_minutes``)."""
     from .models import BUNDLED_CHECKPOINT

@@ -169,6 +169,7 @@ def prune(weights, cfg, nc, ratio, output, importance, round_to, global_pruning,
 @click.option("--data", type=click.Path(), help="YOLO data yaml: adds the supervised loss on its train split; the "
               "kept fraction is then measured by mAP on its val split.")
 @click.option("--epochs", default=RecoverConfig.epochs, show_default=True, type=int, help="Epoch limit.")
+@click.option("--max-steps", type=int, help="Step limit (optimizer steps), beside the epoch and time limits.")
 @IMG_SIZE
 @click.option("--batch", default=RecoverConfig.batch, show_default=True, type=int, help="Images per step per process.")
 @click.option("--lr", default=RecoverConfig.lr, show_default=True, type=float,
@@ -179,8 +180,12 @@ def prune(weights, cfg, nc, ratio, output, importance, round_to, global_pruning,
 @click.option("--max-minutes", type=float, help="Time limit for training.  [default: 15 on a CPU, 10 on a GPU]")
 @click.option("--check-every", default=RecoverConfig.check_every, show_default=True, type=int,
               help="Steps between held-out checks of the kept fraction.")
-@click.option("--crop", type=int, help="Train on random CROPxCROP windows of the letterboxed images: same object "
-              "scale, a fraction of the compute (e.g. 320 on a CPU).")
+@click.option("--crop", default=RecoverConfig.crop, show_default=True, type=int,
+              help="Train on random CROPxCROP windows of the letterboxed images: same object scale, a fraction of "
+                   "the compute (0: whole images).")
+@click.option("--reconstruct", default=RecoverConfig.reconstruct, show_default=True, type=int,
+              help="Refit the pruned convs to the teacher by least squares on this many crops first (0: off, "
+                   "re-estimate BatchNorm instead).")
 @click.option("--workers", type=int, help="Data loader processes.  [default: 1 on a CPU, up to 8 on a GPU]")
 @click.option("--cache", default="auto", show_default=True, type=click.Choice(CACHES),
               help="Keep letterboxed images in RAM or on disk; auto: in RAM when they fit 1 GiB, else streamed.")
@@ -191,8 +196,8 @@ def prune(weights, cfg, nc, ratio, output, importance, round_to, global_pruning,
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its state file.")
 @click.option("-o", "--output", required=True, help="Recovered model (.pt).")
 @logging_options
-def recover(pruned, teacher, images, data, epochs, img_size, batch, lr, max_images, target, max_minutes, check_every,
-            crop, workers, cache, device, amp, seed, resume, output):
+def recover(pruned, teacher, images, data, epochs, max_steps, img_size, batch, lr, max_images, target, max_minutes,
+            check_every, crop, reconstruct, workers, cache, device, amp, seed, resume, output):
     """Recover a pruned model's accuracy by distillation from its unpruned teacher.
 
     \b
@@ -202,10 +207,11 @@ def recover(pruned, teacher, images, data, epochs, img_size, batch, lr, max_imag
     from .recover import default_minutes, recover_from_paths
 
     minutes = max_minutes if max_minutes is not None else default_minutes(device)
-    cfg = RecoverConfig(epochs=epochs, img_size=normalize_img_size(img_size), batch=batch, lr=lr,
-                        max_images=max_images, seed=seed, device=device, time_budget_s=minutes * 60, crop=crop,
+    cfg = RecoverConfig(epochs=epochs, max_steps=max_steps, img_size=normalize_img_size(img_size), batch=batch,
+                        lr=lr, max_images=max_images, seed=seed, device=device, time_budget_s=minutes * 60,
+                        crop=crop or None,
                         amp=amp, target=target if target < 1 else None, check_every=check_every, workers=workers,
-                        cache=cache)
+                        cache=cache, reconstruct=reconstruct)
     _, summary = recover_from_paths(pruned, teacher, images, data, output, cfg, resume)
     if summary is not None:
         best = summary.get("best") or {}
@@ -438,7 +444,8 @@ def triton(engine_path, repo, name, max_batch):
 @click.option("--exclude", help="Regex of convs to keep in float when quantizing.")
 @click.option("--no-bench", is_flag=True, help="Skip the quick benchmark.")
 @click.option("--bench-duration", default=2.0, show_default=True, type=float, help="Seconds per bench measurement.")
-@click.option("--recover-crop", type=int, help="Recover on random crops of this size (e.g. 320: 1/4 of the cost).")
+@click.option("--recover-crop", default=RecoverConfig.crop, show_default=True, type=int,
+              help="Recover on random crops of this size (320 of 640: 1/4 of the cost; 0: whole images).")
 @click.option("--bias-correction", default=32, show_default=True, type=int, help="Images for INT8 bias correction.")
 @click.option("--auto-exclude", default=None, type=int,
               help="Keep the K most sensitive scale groups in float.  [default: 4 when pruning, else 0]")
@@ -482,7 +489,7 @@ def build(weights, calib, out, prune, data, train_images, no_recover, recover_ta
 @click.option("--val-images", default=100, show_default=True, type=int)
 @click.option("--prune", default=0.3, show_default=True, type=float)
 @click.option("--recover-epochs", default=100, show_default=True, type=int, help="Recovery epoch limit.")
-@click.option("--recover-minutes", default=4.0, show_default=True, type=float, help="Recovery time limit.")
+@click.option("--recover-minutes", default=3.5, show_default=True, type=float, help="Recovery time limit.")
 @click.option("--device", default="auto", show_default=True)
 @logging_options
 def demo(out, calib_images, val_images, prune, recover_epochs, recover_minutes, device):

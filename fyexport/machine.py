@@ -104,12 +104,17 @@ def tensorrt_usable() -> bool:
     return importlib.util.find_spec("tensorrt") is not None and cuda_available()
 
 
+# the CPU features fyexport's speed depends on (recorded with every benchmark)
+ISA_FLAGS = {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}
+
+
 def machine_info() -> dict:
     """Everything a benchmark report records about the machine and the library versions."""
     from . import __version__
 
     info = {"platform": platform.platform(), "python": platform.python_version(), "fyexport": __version__,
-            "cpu": cpu_name(), "cores": os.cpu_count(), "physical_cores": physical_cores()}
+            "cpu": cpu_name(), "cores": os.cpu_count(), "physical_cores": physical_cores(),
+            "cpu_isa": sorted(f for f in cpu_flags() if f in ISA_FLAGS)}
     for mod in ("torch", "onnxruntime", "onnx", "numpy", "cv2", "torch_pruning", "tensorrt"):
         try:
             info[mod] = getattr(__import__(mod), "__version__", "?")

@@ -1,5 +1,5 @@
 """The build folder's ``manifest.json``: every artifact with its sha256, the stage that made
-it, the settings, the exact command and the build's status.
+it, the settings, the exact command, the build's status and the accuracy gate's numbers (``gate``).
 
 ``status`` is ``running`` while a build works, then ``done``, ``failed-gate`` (the accuracy
 gate failed; artifacts kept), ``failed`` or ``interrupted``.  Each stage records the key
@@ -38,6 +38,7 @@ class Manifest:
         self.previous = self._read_previous()
         self.stages: dict[str, StageRecord] = {}
         self.status = "running"
+        self.gate: dict | None = None  # the accuracy gate's numbers, once measured
 
     def _read_previous(self) -> dict:
         p = self.folder / MANIFEST
@@ -60,7 +61,8 @@ class Manifest:
                      for name, rec in self.stages.items() for label, o in rec.outputs.items()]
         return {"fyexport": self.version, "status": self.status, "command": self.command,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "settings": self.settings,
-                "stages": {k: asdict(v) for k, v in self.stages.items()}, "artifacts": artifacts}
+                "stages": {k: asdict(v) for k, v in self.stages.items()}, "artifacts": artifacts,
+                **({"gate": self.gate} if self.gate is not None else {})}
 
     def save(self, status: str | None = None) -> None:
         from .artifacts import write_json

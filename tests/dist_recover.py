@@ -1,7 +1,9 @@
 """A small recovery run for the distributed tests: ``python dist_recover.py OUT DATA BATCH EPOCHS SEED [resume]``,
-alone or under torchrun.  The EMA decay is 0, so the saved weights are the student's own."""
+alone or under torchrun.  The EMA decay is 0, so the saved weights are the student's own.
+``DIST_RECONSTRUCT=N`` sets the reconstruction crops (default: fyexport's)."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +18,8 @@ def main(out, data, batch, epochs, seed, resume=False):
     paths, spec = training_images(data=data)
     student, _ = prune(fyexport.load(TINY), 0.3)
     cfg = RecoverConfig(epochs=epochs, img_size=128, batch=batch, lr=2e-3, warmup_iters=1, ema_decay=0.0, seed=seed,
-                        save_every=1, amp=False, workers=0, device="cpu", check_every=10**6)
+                        save_every=1, amp=False, workers=0, device="cpu", check_every=10**6,
+                        reconstruct=int(os.environ.get("DIST_RECONSTRUCT", RecoverConfig.reconstruct)))
     recover(student, fyexport.load(TINY), paths, out, cfg, data=spec, resume=resume)
 
 

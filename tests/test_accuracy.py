@@ -98,14 +98,14 @@ def test_gate_compares_the_final_model_with_the_unpruned_model():
 
 
 def test_gate_without_labels_uses_teacher_agreement():
-    """Without labels the gate is in points of agreement: a 0.95 target reads as 0.90 there
-    (agreement falls about twice as fast), and quantization may cost 3 points."""
+    """Without labels the gate is in points of agreement: a 0.95 target reads as 0.93 there
+    (agreement falls about 1.4 times as fast), and quantization may cost 3 points."""
     from fyexport.accuracy import gate
     from fyexport.evaluate import agreement_target
 
-    assert agreement_target(0.95) == pytest.approx(0.90)
+    assert agreement_target(0.95) == pytest.approx(0.93)
     g = gate(_ev(1.0, 0.92, 0.917, 0.919, metric="agreement"), None, 0.95)
     assert g["metric"].startswith("teacher agreement") and g["reference"] == 1.0 and g["drop_points"] == 8.3
-    assert g["passed"] and g["max_drop"] == 13.0
+    assert g["passed"] and g["max_drop"] == 10.0
     assert not gate(_ev(1.0, 0.85, 0.84, 0.845, metric="agreement"), None, 0.95)["passed"]
     assert not gate(_ev(1.0, 1.0, 0.96, 0.97, metric="agreement"), None, None)["passed"]  # INT8 alone: 3 points

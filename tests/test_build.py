@@ -174,6 +174,7 @@ def test_no_recover_fails_the_gate_against_the_unpruned_model(data, tmp_path):
     assert len(line) == 1 and "FAILED" in line[0] and "unpruned FP32" in line[0] and "--recover-minutes" in line[0]
     man = json.loads((tmp_path / "o/manifest.json").read_text())
     assert man["status"] == "failed-gate" and man["stages"]["engine"]["status"] == "skipped"
+    assert man["gate"]["passed"] is False and man["gate"]["reference"] > 0  # the gate's numbers are kept
     assert (tmp_path / "o/model.qdq.cpu.onnx").exists() and (tmp_path / "o/pruned.pt").exists()
     assert "passed" not in proc.stdout and "FAILED" in proc.stdout  # the report is shown too
 

@@ -178,17 +178,19 @@ def test_two_gloo_processes_match_one_process_with_twice_the_batch(tmp_path, sha
     YOLO loss: the losses normalise by totals averaged over the ranks, so DDP's averaged
     gradient is the one-process gradient.  Tolerance: the mean absolute weight difference
     stays under 0.1% of the mean weight change (only the float summation order differs);
-    another seed differs by about as much as training moved the weights."""
+    another seed differs by about as much as training moved the weights.  No reconstruction
+    here, so that the weight change is the gradient steps' alone."""
     import fyexport
     from fyexport.prune import prune
 
     one, two, other = tmp_path / "one.pt", tmp_path / "two.pt", tmp_path / "other.pt"
     single = [sys.executable, str(HERE / "dist_recover.py")]
-    subprocess.run([*single, *map(str, (one, shapes_small, 4, 1, 0))], check=True, cwd=HERE, timeout=600)
-    proc = _torchrun(2, HERE / "dist_recover.py", two, shapes_small, 2, 1, 0)
+    env = {**os.environ, "DIST_RECONSTRUCT": "0"}
+    subprocess.run([*single, *map(str, (one, shapes_small, 4, 1, 0))], check=True, cwd=HERE, timeout=600, env=env)
+    proc = _torchrun(2, HERE / "dist_recover.py", two, shapes_small, 2, 1, 0, env={"DIST_RECONSTRUCT": "0"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "x2:" in proc.stderr and "global batch 4" in proc.stderr
-    subprocess.run([*single, *map(str, (other, shapes_small, 4, 1, 1))], check=True, cwd=HERE, timeout=600)
+    subprocess.run([*single, *map(str, (other, shapes_small, 4, 1, 1))], check=True, cwd=HERE, timeout=600, env=env)
 
     def flat(w):
         return torch.cat([v.flatten() for v in w.values()])
@@ -252,3 +254,79 @@ def test_out_of_memory_says_which_batch_to_try(tmp_path, tiny_model, shapes_smal
     cfg = RecoverConfig(epochs=1, img_size=128, batch=4, workers=0)
     with pytest.raises(FyexportError, match=r"out of memory .* batch of 4 .*Try --batch 2"):
         recover(_pruned(tiny_model), fyexport.load(TINY), paths, tmp_path / "r.pt", cfg, data=spec)
+
+
+def test_refit_recovers_a_conv_exactly():
+    """The least-squares refit finds the conv that produced the target (stride, padding, bias)."""
+    from fyexport.recover.reconstruct import refit
+
+    g = torch.Generator().manual_seed(0)
+    true = torch.nn.Conv2d(6, 5, 3, stride=2, padding=1)
+    conv = torch.nn.Conv2d(6, 5, 3, stride=2, padding=1)
+    x = torch.randn(3, 6, 17, 17, generator=g)
+    with torch.no_grad():
+        y = true(x)
+    err = refit(conv, x, y, g, positions=10**6, lam=1e-9)
+    assert err < 1e-5
+    assert torch.allclose(conv.weight, true.weight, atol=1e-4) and torch.allclose(conv.bias, true.bias, atol=1e-4)
+
+
+def test_reconstruction_brings_the_pruned_model_near_the_teacher(tiny_model, shapes_small):
+    """On held-out images the reconstructed student's head maps are much closer to the teacher's
+    than the freshly pruned student's (each kept channel is matched to its teacher channel)."""
+    import fyexport
+    from fyexport.data import load_data_yaml
+    from fyexport.loss import DistillLoss
+    from fyexport.preprocess import prepare, read_image
+    from fyexport.prune import prune
+    from fyexport.recover.reconstruct import reconstruct
+
+    def batch(paths):
+        return torch.from_numpy(np.stack([prepare(read_image(p), 256).tensor for p in paths]))
+
+    spec = load_data_yaml(shapes_small)
+    train, val = batch(spec.images("train")[:8]), batch(spec.images("val")[:6])
+    teacher = fyexport.load(TINY).eval()
+    student, _ = prune(tiny_model, 0.5, fuse=False)
+    kd = DistillLoss(3)
+    with torch.no_grad():
+        t_out = teacher(val)[1]
+        before = kd(student.eval()(val)[1], t_out)[0].item()
+    res = reconstruct(student, teacher, train, positions=4096)
+    with torch.no_grad():
+        after = kd(student.eval()(val)[1], t_out)[0].item()
+    assert res["layers"] > 50 and 0 < res["mean_rel_err"] < 1
+    assert after < 0.6 * before
+
+
+def test_training_images_count_a_file_once_however_it_is_spelled(shapes_small, monkeypatch):
+    """--calib given as a relative folder and the data yaml's train split naming the same
+    folder absolutely: every image once, not twice."""
+    from fyexport.data import load_data_yaml
+    from fyexport.recover import training_images
+
+    train = load_data_yaml(shapes_small).images("train")
+    folder = Path(train[0]).parent
+    monkeypatch.chdir(folder.parent)
+    paths, _ = training_images(images=folder.name, data=shapes_small)
+    assert len(paths) == len(train)
+
+
+def test_torchrun_build_recovers_on_every_rank_and_writes_one_build(tmp_path, shapes_small):
+    """`torchrun --nproc-per-node 2 -m fyexport build`: both processes recover, the first one
+    alone runs the other stages; one manifest, one recovered model, exit 0 on both."""
+    import json
+
+    from fyexport.data import load_data_yaml
+
+    calib = Path(load_data_yaml(shapes_small).images("train")[0]).parent
+    out = tmp_path / "out"
+    proc = _torchrun(2, "-m", "fyexport", "build", "--weights", TINY, "--calib", calib, "-o", out, "--data",
+                     shapes_small, "--prune", "0.3", "--img-size", "128", "--recover-epochs", "1", "--recover-batch",
+                     "2", "--recover-workers", "0", "--num-images", "8", "--no-bench", "--max-map-drop", "100",
+                     env={"PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "x2:" in proc.stderr and proc.stderr.count("[1/8] load") == 1
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["status"] == "done" and man["stages"]["recover"]["status"] == "done"
+    assert (out / "recovered.pt").exists() and not list(out.glob("*.recover-state.pt"))

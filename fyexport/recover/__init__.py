@@ -9,6 +9,7 @@ plus the supervised YOLO loss when labels are given.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import InputError
@@ -72,7 +73,10 @@ def training_images(images=None, data=None, exclude=(), extra=()) -> tuple[list,
         paths += spec.images("train")
     if not paths:
         raise InputError("give --images DIR (label-free) and/or --data data.yaml (with labels)")
-    return sorted({str(p): Path(p) for p in paths}.values()), spec
+    unique: dict = {}
+    for p in paths:  # the same file reached by another spelling (relative, symlinked) counts once
+        unique.setdefault(os.path.realpath(p), Path(p))
+    return sorted(unique.values(), key=str), spec
 
 
 def recover_from_paths(pruned, teacher, images, data, output, cfg: RecoverConfig, resume: bool = False):
@@ -101,8 +105,8 @@ def holdout_for(paths: list, spec, cfg: RecoverConfig, nc: int, n: int = HOLDOUT
         from ..preprocess import sample_images
 
         val = sample_images(spec.images("val"), n, cfg.seed)
-        held = set(map(str, val))
-        return [p for p in paths if str(p) not in held], HoldOut(val, cfg.hw, nc, labelled=True)
+        held = set(map(os.path.realpath, val))
+        return [p for p in paths if os.path.realpath(p) not in held], HoldOut(val, cfg.hw, nc, labelled=True)
     train, held = split_holdout(paths, n, cfg.seed)
     return train, (HoldOut(held, cfg.hw, nc, labelled=False) if held else None)
 

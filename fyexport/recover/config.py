@@ -12,9 +12,10 @@ RAM_CACHE_AUTO_BYTES = 1 << 30  # --cache auto keeps a training set this small i
 @dataclass
 class RecoverConfig:
     epochs: int = 100  # upper limit; the target or the time limit usually stops recovery first
+    max_steps: int | None = None  # another upper limit, in optimizer steps (benchmarks)
     img_size: object = 640  # N or (H, W)
     batch: int = 16  # per process
-    lr: float = 1.5e-3  # AdamW, for a global batch of 16
+    lr: float = 3e-4  # AdamW, for a global batch of 16 (1.5e-3 suits recovery without reconstruction)
     weight_decay: float = 5e-4
     warmup_iters: int = 50
     ema_decay: float = 0.999
@@ -27,8 +28,12 @@ class RecoverConfig:
     cache: str = "auto"  # auto (ram when the letterboxed set fits RAM_CACHE_AUTO_BYTES, else none) | none | ram | disk
     time_budget_s: float | None = None  # stop after this many seconds of training (schedule fitted to it)
     amp: bool = True  # bfloat16 autocast on CUDA, and on CPUs with native bf16 (AMX / AVX512-BF16)
-    crop: int | None = None  # train on random crops of this size (pixels, multiple of 32)
-    bn_adapt: int = 256  # re-estimate the student's BatchNorm statistics on this many images first (0: off)
+    crop: int | None = 320  # train on random crops of this size (pixels, multiple of 32; None or one at least
+    # the image size: whole images)
+    reconstruct: int = 64  # refit the pruned convs to the teacher by least squares on this many crops first
+    # (0: off); the student's BatchNorm then keeps the teacher's statistics (frozen) while training
+    bn_adapt: int = 256  # without reconstruction: re-estimate the student's BatchNorm statistics on this many
+    # images first (0: off)
     target: float | None = None  # stop once the held-out kept fraction reaches this
     check_every: int = 200  # steps between held-out checks
     save_every: int = 100  # steps between state saves
@@ -42,9 +47,10 @@ class RecoverConfig:
             raise InputError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch < 1:
             raise InputError(f"--batch must be >= 1, got {self.batch}")
-        if self.crop is not None and (self.crop % 32 or not 64 <= self.crop <= min(self.hw)):
-            raise InputError(f"--crop must be a multiple of 32 between 64 and --img-size ({min(self.hw)}), "
-                             f"got {self.crop}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InputError(f"--max-steps must be >= 1, got {self.max_steps}")
+        if self.crop and (self.crop % 32 or self.crop < 64):
+            raise InputError(f"--crop must be a multiple of 32 and at least 64 (0: whole images), got {self.crop}")
         if self.target is not None and not 0 < self.target <= 1:
             raise InputError(f"--target must be in (0, 1], got {self.target}")
         if self.cache not in CACHES:
@@ -53,6 +59,8 @@ class RecoverConfig:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
         if self.bn_adapt < 0:
             raise InputError(f"--bn-adapt must be >= 0, got {self.bn_adapt}")
+        if self.reconstruct < 0:
+            raise InputError(f"--reconstruct must be >= 0, got {self.reconstruct}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise InputError("the recovery time limit must be positive")
 

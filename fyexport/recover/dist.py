@@ -98,6 +98,16 @@ def broadcast_value(d: Dist, value: float) -> float:
     return float(t.item())
 
 
+def broadcast_module(d: Dist, module) -> None:
+    """Rank 0's parameters and buffers on every rank (after an initialisation made on each)."""
+    if not d.active:
+        return
+    import torch.distributed as td
+
+    for t in module.state_dict().values():
+        td.broadcast(t, 0)
+
+
 def rank_mean(d: Dist):
     """A function: a tensor -> its mean over the ranks (identity in one process)."""
     if not d.active:

@@ -21,6 +21,7 @@ from ..errors import FyexportError, InputError, InternalError
 from ..log import G_LOGGER, progress
 from .config import RecoverConfig
 
+RECONSTRUCT_CROP = 320  # the reconstruction fits on crops of at most this size (memory)
 INTERRUPT_ENV = "FYEXPORT_RECOVER_INTERRUPT_AT"  # testing: raise KeyboardInterrupt after this step's save
 
 
@@ -56,6 +57,7 @@ class _Progress:
     checks: list = field(default_factory=list)
     history: list = field(default_factory=list)
     stopped: str = ""
+    reconstruct: dict | None = None  # what the least-squares reconstruction did
 
 
 def state_path(output: Path) -> Path:
@@ -88,11 +90,13 @@ class Trainer:
                              f"training on batches of {per_rank}")
             self.cfg = cfg = replace(cfg, batch=per_rank)
         self.holdout = holdout
-        if holdout is not None and set(map(str, holdout.images)) & set(map(str, paths)):
+        if holdout is not None and set(map(os.path.realpath, holdout.images)) & set(map(os.path.realpath, paths)):
             raise InternalError("recovery was given held-out images to train on")
         self.best_state = None
         self.global_batch = cfg.batch * self.d.world
         self.lr = cfg.lr * math.sqrt(self.global_batch / 16)
+        # the teacher as given (the training graph), for the reconstruction; _models fuses it
+        self.teacher_raw = copy.deepcopy(teacher).cpu() if cfg.reconstruct else None
         self._models(student, teacher)
         self.p = _Progress()
         self.skipped: dict = {}
@@ -115,6 +119,9 @@ class Trainer:
         s = student.float().to(dev).to(memory_format=layout).train()
         for p in s.parameters():
             p.requires_grad_(True)
+        if self.cfg.reconstruct:  # reconstructed convs reproduce the teacher's statistics: keep them
+            for bn in _batchnorms(s):
+                bn.eval()
         t = teacher.float().to(dev).eval()
         t.fuse()
         self.teacher = t.to(memory_format=layout)
@@ -185,13 +192,16 @@ class Trainer:
         if self.ds.cache == "ram":
             self.ds.fill_ram()
         if self.p.step == 0:
-            self._adapt_bn()
+            self._reconstruct() if self.cfg.reconstruct else self._adapt_bn()
+        self.teacher_raw = None  # only the reconstruction needed it
         self.checker = self._checker()
         self.cap = self.steps_per_epoch() * self.cfg.epochs
+        if self.cfg.max_steps:
+            self.cap = min(self.cap, self.cfg.max_steps)
         self.p.total = self.p.total or self.cap
         G_LOGGER.info(f"recovery on {self.d.device} x{self.d.world}: {len(self.ds)} images, global batch "
                       f"{self.global_batch}, lr {self.lr:.2e}, {'bfloat16 autocast' if self.amp else 'float32'}, "
-                      "channels-last" + (f", target {self.cfg.target:.0%} of the teacher" if self.cfg.target else ""))
+                      "channels-last" + self._target_words())
         t_run = time.time() - self.p.seconds
         with progress("recover", self.p.total) as bar:
             bar.advance(self.p.step)
@@ -205,6 +215,39 @@ class Trainer:
         dist.teardown(self.d)
         return out
 
+    def _target_words(self) -> str:
+        if not self.cfg.target or self.holdout is None:
+            return ""
+        if self.holdout.labelled:
+            return f", target {self.cfg.target:.0%} of the teacher's mAP@.5:.95"
+        return f", target teacher agreement {self.holdout.target(self.cfg.target):.2f} (for {self.cfg.target:.0%})"
+
+    def _reconstruct(self) -> None:
+        """Refit the pruned convs to the teacher by least squares on ``reconstruct`` crops of
+        training images, before any gradient step (:mod:`fyexport.recover.reconstruct`)."""
+        import torch
+
+        from . import dist
+        from .augment import random_crop
+        from .data import make_loader
+        from .reconstruct import reconstruct
+
+        gen = torch.Generator().manual_seed(self.cfg.seed + 3)
+        order = torch.randperm(len(self.ds), generator=gen)[:self.cfg.reconstruct].tolist()
+        xs = [x8 for x8, _, _, _ in make_loader(self.ds, order, self.cfg.batch, 0, False, 0) if x8 is not None]
+        if not xs:
+            return
+        x = torch.cat(xs).to(self.d.device).float().div_(255.0)
+        size = min(self.cfg.crop or RECONSTRUCT_CROP, RECONSTRUCT_CROP)  # a conv's fit is local: crops suffice
+        x, _ = random_crop(x, torch.zeros(0, 6), size, torch.rand(len(x), 2, generator=gen))
+        self.p.reconstruct = reconstruct(self.student, self.teacher_raw, x.contiguous(), seed=self.cfg.seed)
+        self.student.train()
+        for bn in _batchnorms(self.student):
+            bn.eval()
+        dist.broadcast_module(self.d, self.student)
+        if self.ema is not None:
+            self.ema = Ema(self.student, self.cfg.ema_decay)
+
     def _adapt_bn(self) -> None:
         """Re-estimate the student's BatchNorm statistics (cumulative averages, no gradient) on
         ``bn_adapt`` training images before training: a freshly pruned network's activations
@@ -215,7 +258,7 @@ class Trainer:
 
         from .data import make_loader
 
-        bns = [m for m in self.student.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        bns = _batchnorms(self.student)
         if not bns or not self.cfg.bn_adapt:
             return
         order = torch.randperm(len(self.ds), generator=torch.Generator().manual_seed(self.cfg.seed + 1))
@@ -364,6 +407,8 @@ class Trainer:
             stop = stop or "time"
         if p.step >= p.total and p.total < self.cap:
             stop = stop or "time"  # the schedule was fitted to the time limit and is done
+        if cfg.max_steps and p.step >= cfg.max_steps:
+            stop = stop or "steps"
         flag = dist.broadcast_flag(self.d, bool(stop))  # rank 0 decides for every rank
         stop = stop if self.d.main else ("stop" if flag else "")
         if stop:
@@ -391,7 +436,7 @@ class Trainer:
         if p.step == 30:
             G_LOGGER.info(f"recovery: {per:.2f} s a step ({self.global_batch / per:.1f} images/s); {p.total} steps "
                           f"planned, expected {per * (p.total - p.step) / 60 + p.seconds / 60:.1f} min"
-                          + (f" at most (or sooner, at {cfg.target:.0%} kept)" if cfg.target else ""))
+                          + (" at most (or sooner, at the target)" if cfg.target else ""))
 
     def _checker(self):
         if self.holdout is None or not self.d.main:
@@ -437,7 +482,14 @@ class Trainer:
                 "world_size": self.d.world, "global_batch": self.global_batch, "lr": self.lr,
                 "images_per_s": round(self.p.step * self.global_batch / total, 2),
                 "input_wait_share": round(self.wait_s / total, 4), "stopped": self.p.stopped, "best": self.p.best,
+                "reconstruct": self.p.reconstruct,
                 "skipped": dict(self.skipped), "config": self.cfg.key()}
+
+
+def _batchnorms(model) -> list:
+    import torch
+
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
 def _cache(cfg: RecoverConfig, n: int) -> str:
