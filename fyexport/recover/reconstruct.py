@@ -90,7 +90,7 @@ def refit(conv, x_s, y_t, gen, positions: int, lam: float) -> float:
         conv.bias.data.copy_(W[:, -1].to(conv.bias.dtype))
         W = W[:, :-1]
     conv.weight.data.copy_(W.reshape(conv.weight.shape).to(conv.weight.dtype))
-    return (err / max(yy, 1e-12)) ** 0.5
+    return (max(err, 0.0) / max(yy, 1e-12)) ** 0.5  # the sums can cancel to just below 0
 
 
 def _inputs(m, ys, x):
