@@ -192,24 +192,21 @@ def exif_orientation(data: bytes) -> int:
     return value if 1 <= value <= 8 else 1
 
 
+_ORIENTATION_FLIPS = {2: (False, True), 3: (True, True), 4: (True, False)}  # (rows, columns)
+
+
 def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
     """``img`` as it is meant to be seen, given its EXIF ``orientation``: what phones and
     cameras record instead of rotating the pixels (6: turn 90 degrees clockwise to view).
     The same transform as PIL's ``ImageOps.exif_transpose``, which YOLOv7 and Ultralytics apply."""
-    if orientation in (5, 6, 7, 8):  # the stored picture is on its side
-        img = np.swapaxes(img, 0, 1)  # transpose: orientation 5
-        if orientation == 6:
-            img = img[:, ::-1]
-        elif orientation == 7:
-            img = img[::-1, ::-1]
-        elif orientation == 8:
-            img = img[::-1]
-    elif orientation == 2:
-        img = img[:, ::-1]
-    elif orientation == 3:
-        img = img[::-1, ::-1]
-    elif orientation == 4:
+    if orientation in (5, 6, 7, 8):  # the stored picture is on its side: transpose, then flip as 1-4
+        img = np.swapaxes(img, 0, 1)
+        orientation -= 4
+    flip_rows, flip_cols = _ORIENTATION_FLIPS.get(orientation, (False, False))
+    if flip_rows:
         img = img[::-1]
+    if flip_cols:
+        img = img[:, ::-1]
     return np.ascontiguousarray(img)
 
 
