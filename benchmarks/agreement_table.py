@@ -25,7 +25,7 @@ def as_onnx(path: str, work: Path, size: int) -> str:
     if path.endswith(".onnx"):
         return path
     import fyexport
-    from fyexport.export import export_onnx
+    from fyexport.onnx.export import export_onnx
 
     out = work / (Path(path).stem + ".onnx")
     export_onnx(fyexport.load(path), out, size)
@@ -41,9 +41,11 @@ def main() -> None:
     ap.add_argument("--img-size", type=int, default=640)
     ap.add_argument("--machine", required=True)
     a = ap.parse_args()
-    from fyexport.data import load_data_yaml
-    from fyexport.evaluate import agreement_scores, coco_map, detect, label_boxes
-    from fyexport.machine import machine_info
+    from fyexport.core.machine import machine_info
+    from fyexport.data.labels import load_data_yaml
+    from fyexport.evaluation.agreement import agreement_scores
+    from fyexport.evaluation.detections import detect
+    from fyexport.evaluation.metrics import coco_map, label_boxes
     from fyexport.runners import open_runner
 
     spec = load_data_yaml(a.data)

@@ -26,8 +26,9 @@ import time
 
 
 def pure(model: str, images: str, n: int) -> dict:
-    from fyexport.onnx_facts import cpu_session
-    from fyexport.preprocess import iter_prepared, select_images
+    from fyexport.data.images import iter_prepared
+    from fyexport.data.selection import select_images
+    from fyexport.onnx.facts import cpu_session
 
     sel = select_images(images, n, 0)
     sess = cpu_session(model)
@@ -42,8 +43,9 @@ def pure(model: str, images: str, n: int) -> dict:
 def exposed(model: str, images: str, n: int) -> dict:
     import onnx
 
-    from fyexport.onnx_facts import image_input
-    from fyexport.preprocess import iter_prepared, select_images
+    from fyexport.data.images import iter_prepared
+    from fyexport.data.selection import select_images
+    from fyexport.onnx.facts import image_input
     from fyexport.quantize.collect import calibration_session, exposed_tensors
     from fyexport.quantize.graph import analyse
 
@@ -64,7 +66,7 @@ def exposed(model: str, images: str, n: int) -> dict:
 def stats(model: str, images: str, n: int) -> dict:
     import onnx
 
-    from fyexport.preprocess import select_images
+    from fyexport.data.selection import select_images
     from fyexport.quantize.collect import collect
     from fyexport.quantize.entropy import compute_amax
     from fyexport.quantize.graph import analyse
@@ -102,7 +104,7 @@ def main() -> None:
     a = ap.parse_args()
     import statistics
 
-    from fyexport.machine import cpu_name, physical_cores
+    from fyexport.core.machine import cpu_name, physical_cores
 
     phases = ["pure", "exposed", "stats"]
     rounds = []

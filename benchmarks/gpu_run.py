@@ -44,17 +44,18 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true", help="no progress bars (for logs)")
     args = ap.parse_args()
     if args.quiet:
-        from fyexport.log import G_LOGGER
+        from fyexport.core.log import G_LOGGER
 
         G_LOGGER.configure(quiet=True)
 
     import torch
 
     import fyexport
-    from fyexport.artifacts import write_json
-    from fyexport.bench import plot, render, run_bench
-    from fyexport.data import load_data_yaml
-    from fyexport.evaluate import evaluate
+    from fyexport.bench.report import plot, render
+    from fyexport.bench.run import run_bench
+    from fyexport.core.artifacts import write_json
+    from fyexport.data.labels import load_data_yaml
+    from fyexport.evaluation.metrics import evaluate
     from fyexport.models.stats import count_macs_params
     from fyexport.prune import prune
     from fyexport.recover import RecoverConfig, recover

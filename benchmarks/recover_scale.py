@@ -70,7 +70,7 @@ def main() -> None:
     if not pruned.exists():
         subprocess.run([sys.executable, "-m", "fyexport", "prune", str(REPO / "fyexport/assets/yolov7-tiny-shapes.pt"),
                         "--ratio", "0.5", "-o", str(pruned)], check=True)
-    from fyexport.machine import machine_info
+    from fyexport.core.machine import machine_info
 
     rows = []
     for n in [int(v) for v in a.sizes.split(",")]:

@@ -76,7 +76,7 @@ def main() -> None:
     if not (data / "shapes.yaml").exists():
         subprocess.run([sys.executable, str(REPO / "fyexport" / "datasets" / "shapes.py"), str(data),
                         "--train", "3000", "--val", "500"], check=True)
-    from fyexport.machine import machine_info
+    from fyexport.core.machine import machine_info
 
     rows = {}
     for name, cmd in commands(work, data).items():

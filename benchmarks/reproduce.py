@@ -49,11 +49,12 @@ def main() -> None:
     args = ap.parse_args()
 
     import fyexport
-    from fyexport.artifacts import write_json
-    from fyexport.bench import plot, render, run_bench
-    from fyexport.data import load_data_yaml
-    from fyexport.datasets.shapes import generate
-    from fyexport.export import export_onnx
+    from fyexport.bench.report import plot, render
+    from fyexport.bench.run import run_bench
+    from fyexport.core.artifacts import write_json
+    from fyexport.data.labels import load_data_yaml
+    from fyexport.data.shapes import generate
+    from fyexport.onnx.export import export_onnx
     from fyexport.prune import prune
     from fyexport.quantize import calibrate
     from fyexport.recover import RecoverConfig, recover

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .core.errors import InputError
 
 
 class Detector:
@@ -42,7 +42,7 @@ class Detector:
         self.conf, self.iou, self.max_det, self.classes = conf, iou, max_det, classes
         self.names = list(self.runner.info.names)
         self.input_hw = tuple(self.runner.info.input_hw)
-        from .nms_onnx import has_graph_nms
+        from .onnx.nms import has_graph_nms
 
         self.has_nms = has_graph_nms(self.runner)
 
@@ -56,8 +56,8 @@ class Detector:
         self.close()
 
     def __call__(self, source):
-        from .nms_onnx import runner_detections
-        from .preprocess import prepare, scale_boxes
+        from .data.images import prepare, scale_boxes
+        from .onnx.nms import runner_detections
 
         imgs, single = as_images(source)
         if not imgs:
@@ -87,7 +87,7 @@ def as_images(source) -> tuple[list, bool]:
 def _as_image(item, i: int) -> np.ndarray:
     from PIL import Image
 
-    from .preprocess import BadImage, read_image, to_bgr8
+    from .data.images import BadImage, read_image, to_bgr8
 
     try:
         if isinstance(item, (str, Path)):
@@ -114,7 +114,7 @@ def _from_pil(im) -> np.ndarray:
     """A PIL image, turned upright by its EXIF orientation, as BGR uint8."""
     from PIL import ImageOps
 
-    from .preprocess import to_bgr8
+    from .data.images import to_bgr8
 
     im = ImageOps.exif_transpose(im)
     if im.mode == "L":

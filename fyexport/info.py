@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import InputError
+from .core.errors import InputError
 from .models.stats import describe_model
 
 
@@ -23,13 +23,13 @@ def describe(target=None, cfg=None, nc=None, img_size=640, fuse: bool = False) -
         raise InputError("give a checkpoint, an ONNX file, a build folder or --cfg")
     p = Path(target)
     if p.is_dir():
-        from .manifest import read_manifest
+        from .pipeline.manifest import read_manifest
 
         d = read_manifest(p)
         d["kind"] = "build"
         return d
     if p.suffix.lower() == ".onnx":
-        from .onnx_facts import describe_onnx
+        from .onnx.facts import describe_onnx
 
         d = describe_onnx(p)
         d["kind"] = "onnx"
@@ -47,11 +47,11 @@ def render(d: dict) -> None:
     """Print ``describe`` output as a table on stdout."""
     from rich.table import Table
 
-    from .log import table_console
+    from .core.log import table_console
 
     con = table_console()
     if d.get("kind") == "build":
-        from .manifest import render_manifest
+        from .pipeline.manifest import render_manifest
 
         render_manifest(d, con)
         return

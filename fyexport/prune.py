@@ -14,8 +14,8 @@ import copy
 import re
 from dataclasses import asdict, dataclass, field
 
-from .errors import InputError
-from .log import G_LOGGER
+from .core.errors import InputError
+from .core.log import G_LOGGER
 
 IMPORTANCES = ("l2", "l1", "lamp", "bn", "taylor")
 
@@ -163,6 +163,6 @@ def render(res: PruneResult) -> None:
         t.add_column(col, justify="right")
     t.add_row(f"MACs @{res.count_size}", f"{res.macs_before:,}", f"{res.macs_after:,}", f"{res.macs_ratio:.2f}x")
     t.add_row("params", f"{res.params_before:,}", f"{res.params_after:,}", f"{res.params_ratio:.2f}x")
-    from .log import table_console
+    from .core.log import table_console
 
     table_console().print(t)

@@ -82,7 +82,7 @@ def golden_tiny():
 
 
 def _make_shapes(root: Path, train: int, val: int) -> Path:
-    from fyexport.datasets import shapes
+    from fyexport.data import shapes
 
     shapes.generate(root, train=train, val=val)
     return root / "shapes.yaml"
@@ -93,3 +93,6 @@ def shapes_small(tmp_path_factory):
     """A small shapes data set (8 train, 16 val images) with its data yaml."""
     root = tmp_path_factory.mktemp("shapes_small")
     return _make_shapes(root, 8, 16)
+
+
+from trt_fixtures import artifacts, fake_trt, warned  # noqa: E402,F401  (shared by the TensorRT tests)

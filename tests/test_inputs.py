@@ -22,7 +22,7 @@ BUILD = ["--prune", "0", "--img-size", "160", "--no-bench", "--num-images", "8",
 
 def _cli(capsys, *args) -> tuple[int, str]:
     """``fyexport ARGS`` in this process (fast: the model code is imported already): (exit code, stderr)."""
-    from fyexport.cli import main
+    from fyexport.cli.commands import main
 
     rc = main([str(a) for a in args])
     return rc, capsys.readouterr().err
@@ -35,7 +35,7 @@ def _one_line_error(err: str) -> str:
 
 
 def _evaluate(model, data, **kw):
-    from fyexport.evaluate import evaluate
+    from fyexport.evaluation.metrics import evaluate
     from fyexport.runners import open_runner
 
     with open_runner(model if not isinstance(model, Path) else str(model), img_size=SIZE) as r:
@@ -90,8 +90,8 @@ def reference4(shapes_small, tiny_model):
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory, tiny_model):
     """The tiny model exported at 320: plain, with ONNX NMS, with EfficientNMS_TRT."""
-    from fyexport.export import export_onnx
-    from fyexport.nms_onnx import NmsConfig
+    from fyexport.onnx.export import export_onnx
+    from fyexport.onnx.nms import NmsConfig
 
     d = tmp_path_factory.mktemp("exports")
     out = {"plain": d / "plain.onnx", "nms": d / "nms.onnx", "trt": d / "trt.onnx"}
@@ -104,7 +104,7 @@ def exports(tmp_path_factory, tiny_model):
 @pytest.fixture(scope="module")
 def small_onnx(tmp_path_factory, tiny_model):
     """The tiny model at 160 for calibration (simplified: the fp16 Q/DQ flavour fails on the raw graph)."""
-    from fyexport.export import export_onnx
+    from fyexport.onnx.export import export_onnx
 
     return export_onnx(tiny_model, tmp_path_factory.mktemp("small") / "small.onnx", 160).path
 
@@ -176,7 +176,7 @@ def _polygon(row) -> str:
 
 def test_2_polygon_labels_give_the_same_map_as_their_boxes(shapes_small, tiny_model, reference, tmp_path):
     """Old code read the first five numbers of a polygon row as a box: mAP 0.0000."""
-    from fyexport.data import read_labels
+    from fyexport.data.labels import read_labels
 
     src = shapes_small.parent
     shutil.copytree(src / "images/val", tmp_path / "images/val")
@@ -221,7 +221,7 @@ def test_3_ultralytics_layout_with_path_and_list_splits(shapes_small, tiny_model
     body = "train: [images/part_a, images/part_b]\nval: images/val\n"
     from_root = _yaml(tmp_path / "cfg/from_root.yaml", "path: datasets/shp\n" + body)  # relative to the cwd
     from_yaml = _yaml(tmp_path / "cfg/from_yaml.yaml", "path: ../datasets/shp\n" + body)  # or to the yaml
-    from fyexport.data import load_data_yaml
+    from fyexport.data.labels import load_data_yaml
 
     monkeypatch.chdir(tmp_path)
     assert len(load_data_yaml("cfg/from_root.yaml").images("train")) == 4
@@ -300,7 +300,7 @@ def test_5_detector_on_an_nms_export_matches_the_project_nms(exports, shapes_sma
 def test_5_an_efficientnms_model_is_refused_on_onnxruntime(exports, shapes_small, capsys):
     """Old code: a raw onnxruntime NOT_IMPLEMENTED error (eval, bench and the Detector)."""
     from fyexport import Detector
-    from fyexport.errors import InputError
+    from fyexport.core.errors import InputError
 
     with pytest.raises(InputError, match="TensorRT only"):
         Detector(exports["trt"])
@@ -311,7 +311,8 @@ def test_5_an_efficientnms_model_is_refused_on_onnxruntime(exports, shapes_small
 
 def test_5_bench_with_data_on_an_nms_export(exports, shapes_small, tmp_path):
     """Old code: unexpected IndexError in the mAP column and in the end-to-end timing."""
-    from fyexport.bench import BenchOptions, run_bench
+    from fyexport.bench.plan import BenchOptions
+    from fyexport.bench.run import run_bench
 
     rep = run_bench([str(exports["nms"])], str(TINY), BenchOptions(
         runtime="onnxruntime", device="cpu", batches=(1,), img_size=SIZE, warmup=0.02, duration=0.05,
@@ -327,7 +328,7 @@ def test_6_detector_takes_pil_images_empty_lists_grayscale_and_refuses_tiny_imag
     from PIL import Image
 
     from fyexport import Detector
-    from fyexport.errors import InputError
+    from fyexport.core.errors import InputError
 
     path = shapes_small.parent / "images/val/val_000002.jpg"
     with Detector(TINY, img_size=SIZE) as det:
@@ -394,7 +395,7 @@ def test_8_permission_errors_name_the_output_not_the_temporary(tiny_model, tmp_p
     rc, err = _cli(capsys, "prune", TINY, "--ratio", "0.25", "-o", out, "--count-size", 160)
     line = _one_line_error(err)
     assert rc == 2 and f"{out}: cannot write here (Permission denied)" in line and ".tmp" not in line
-    from fyexport.errors import InputError
+    from fyexport.core.errors import InputError
     from fyexport.models import save
 
     with pytest.raises(InputError, match="x.pt: cannot write here"):
@@ -403,7 +404,7 @@ def test_8_permission_errors_name_the_output_not_the_temporary(tiny_model, tmp_p
 
 def test_9_output_naming_an_existing_directory(tiny_model, tmp_path, capsys):
     """Old code: '.../.dir.onnx.xxxx.tmp: Is a directory' after the whole export."""
-    from fyexport.errors import InputError
+    from fyexport.core.errors import InputError
     from fyexport.models import save
 
     (tmp_path / "x.onnx").mkdir()
@@ -452,7 +453,7 @@ def test_10_an_unreadable_calibration_image_is_skipped_and_counted(small_onnx, s
 
 def test_10_symlinked_subfolders_are_followed_once(shapes_small, tmp_path):
     """Old code skipped symlinked subfolders silently (os.walk without followlinks)."""
-    from fyexport.preprocess import select_images
+    from fyexport.data.selection import select_images
 
     shutil.copytree(shapes_small.parent / "images/train", tmp_path / "real")
     (tmp_path / "calib").mkdir()
@@ -475,7 +476,7 @@ def calib_dir(tmp_path_factory, shapes_small):
 
 def test_11_a_second_build_in_the_same_folder_fails_with_one_line(calib_dir, tmp_path):
     """Old code ran both builds in the folder at once, each rerunning the other's stages."""
-    from fyexport.artifacts import folder_lock
+    from fyexport.core.artifacts import folder_lock
 
     out = tmp_path / "out"
     out.mkdir()
@@ -512,7 +513,7 @@ def test_13_a_failed_build_records_failed(calib_dir, tmp_path):
 
 
 def test_13_an_interrupted_build_records_interrupted(calib_dir, tmp_path, monkeypatch):
-    from fyexport.build import Build, BuildOptions, run_build
+    from fyexport.pipeline.build import Build, BuildOptions, run_build
 
     def interrupted(self):
         raise KeyboardInterrupt
@@ -540,8 +541,8 @@ def test_14_a_pt_saved_in_two_folders_has_the_same_bytes(tiny_model, tmp_path):
 
 def test_14_onnx_and_calibration_written_in_two_folders_have_the_same_bytes(tiny_model, calib_dir, tmp_path):
     """Old code: the ONNX metadata and calib.json recorded the absolute output folder."""
-    from fyexport.export import export_onnx
     from fyexport.models import load, save
+    from fyexport.onnx.export import export_onnx
     from fyexport.quantize import ARTIFACTS, CalibrationOptions, calibrate
 
     for d in ("a", "b"):

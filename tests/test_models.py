@@ -177,7 +177,7 @@ def test_eval_returns_decoded_first_and_training_returns_raw(tiny_model):
 @needs_shared
 def test_cfg_parser_rejects_unknown_names(tmp_path):
     from fyexport import build_model
-    from fyexport.errors import InputError
+    from fyexport.core.errors import InputError
     from fyexport.models import load_cfg
 
     cfg = load_cfg(CFG_DIR / "training/yolov7-tiny.yaml")

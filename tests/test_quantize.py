@@ -226,7 +226,7 @@ def tiny_onnx(tmp_path_factory):
     if not TINY.exists():
         pytest.skip("fixtures missing")
     import fyexport
-    from fyexport.export import export_onnx
+    from fyexport.onnx.export import export_onnx
 
     path = tmp_path_factory.mktemp("q") / "tiny.onnx"
     export_onnx(fyexport.load(TINY), path, img_size=320)
@@ -235,7 +235,7 @@ def tiny_onnx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def calib_images(tmp_path_factory):
-    from fyexport.datasets.shapes import generate
+    from fyexport.data.shapes import generate
 
     root = tmp_path_factory.mktemp("calib")
     generate(root, train=20, val=0, size=320)
@@ -308,7 +308,7 @@ def test_calibration_outputs_and_determinism(tiny_onnx, calib_images, tmp_path):
 
 
 def test_interrupted_calibration_resumes_identically(tiny_onnx, calib_images, tmp_path, monkeypatch):
-    import fyexport.preprocess as pre
+    import fyexport.data.images as pre
     from fyexport.quantize import calibrate
 
     ref = calibrate(tiny_onnx, calib_images, tmp_path / "ref", num_images=16, batch=2)
@@ -392,7 +392,7 @@ def test_qdq_models_follow_the_rules_and_run(tiny_onnx, calib_images, tmp_path):
 
 def test_int8_accuracy_close_to_fp32(tiny_onnx, calib_images, tmp_path, shapes_small):
     """A real (small) accuracy check: INT8 on 16 validation images stays near FP32."""
-    from fyexport.evaluate import evaluate
+    from fyexport.evaluation.metrics import evaluate
     from fyexport.quantize import calibrate
     from fyexport.runners import open_runner
 
@@ -432,7 +432,7 @@ def test_auto_exclude_keeps_the_most_harmful_groups_in_float(tiny_onnx, calib_im
 
 
 def test_build_keeps_sensitive_groups_float_by_default_only_when_pruning():
-    from fyexport.build import AUTO_EXCLUDE_PRUNED, BuildOptions
+    from fyexport.pipeline.build import AUTO_EXCLUDE_PRUNED, BuildOptions
 
     def opts(**kw):
         return BuildOptions(weights="w.pt", calib="c", out="o", **kw)
@@ -469,7 +469,7 @@ def test_amax_search_scores_consumers_and_prefers_entropy(tiny_onnx, calib_image
     import torch
     from onnx import numpy_helper
 
-    from fyexport.onnx_facts import session_options
+    from fyexport.onnx.facts import session_options
     from fyexport.quantize import calibrate
     from fyexport.quantize.collect import calibration_model
     from fyexport.quantize.graph import analyse, graph_index
@@ -495,7 +495,7 @@ def test_amax_search_scores_consumers_and_prefers_entropy(tiny_onnx, calib_image
     # the error of one single-reader group, recomputed with torch
     import onnxruntime as ort
 
-    from fyexport.preprocess import select_images
+    from fyexport.data.selection import select_images
     from fyexport.quantize.calibration import load_collected, probe_images
 
     proto = onnx.load(str(tiny_onnx))

@@ -45,9 +45,9 @@ def _pruned(tiny_model, ratio=0.3):
 def test_recover_improves_on_pruned(tmp_path, tiny_model, shapes_small):
     """A few distillation steps reduce the distillation loss on held-out real images."""
     import fyexport
-    from fyexport.loss import DistillLoss
-    from fyexport.preprocess import prepare, read_image
+    from fyexport.data.images import prepare, read_image
     from fyexport.recover import RecoverConfig, recover, training_images
+    from fyexport.recover.loss import DistillLoss
 
     pruned = _pruned(tiny_model)
     paths, spec = training_images(data=shapes_small)
@@ -157,7 +157,7 @@ def test_recovery_stops_at_the_target_and_keeps_the_best_weights(tmp_path, tiny_
 
 def test_the_held_out_images_are_never_trained_on(tmp_path, tiny_model, shapes_small):
     import fyexport
-    from fyexport.errors import InternalError
+    from fyexport.core.errors import InternalError
     from fyexport.recover import HoldOut, RecoverConfig, holdout_for, recover, split_holdout, training_images
 
     paths, spec = training_images(images=shapes_small.parent / "images")  # train and val, no labels
@@ -242,7 +242,7 @@ def test_a_rank_that_cannot_reach_the_rendezvous_fails_in_one_line(tmp_path, sha
 
 def test_out_of_memory_says_which_batch_to_try(tmp_path, tiny_model, shapes_small, monkeypatch):
     import fyexport
-    from fyexport.errors import FyexportError
+    from fyexport.core.errors import FyexportError
     from fyexport.recover import RecoverConfig, recover, training_images
     from fyexport.recover.train import Trainer
 
@@ -275,10 +275,10 @@ def test_reconstruction_brings_the_pruned_model_near_the_teacher(tiny_model, sha
     """On held-out images the reconstructed student's head maps are much closer to the teacher's
     than the freshly pruned student's (each kept channel is matched to its teacher channel)."""
     import fyexport
-    from fyexport.data import load_data_yaml
-    from fyexport.loss import DistillLoss
-    from fyexport.preprocess import prepare, read_image
+    from fyexport.data.images import prepare, read_image
+    from fyexport.data.labels import load_data_yaml
     from fyexport.prune import prune
+    from fyexport.recover.loss import DistillLoss
     from fyexport.recover.reconstruct import reconstruct
 
     def batch(paths):
@@ -302,7 +302,7 @@ def test_reconstruction_brings_the_pruned_model_near_the_teacher(tiny_model, sha
 def test_training_images_count_a_file_once_however_it_is_spelled(shapes_small, monkeypatch):
     """--calib given as a relative folder and the data yaml's train split naming the same
     folder absolutely: every image once, not twice."""
-    from fyexport.data import load_data_yaml
+    from fyexport.data.labels import load_data_yaml
     from fyexport.recover import training_images
 
     train = load_data_yaml(shapes_small).images("train")
@@ -317,7 +317,7 @@ def test_torchrun_build_recovers_on_every_rank_and_writes_one_build(tmp_path, sh
     alone runs the other stages; one manifest, one recovered model, exit 0 on both."""
     import json
 
-    from fyexport.data import load_data_yaml
+    from fyexport.data.labels import load_data_yaml
 
     calib = Path(load_data_yaml(shapes_small).images("train")[0]).parent
     out = tmp_path / "out"

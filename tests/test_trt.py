@@ -18,57 +18,16 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import REPO, TINY, run_cli
 from fake_tensorrt import PLUGIN_NOT_FOUND, REMOVED_IN_11, SCALE_NOT_POSITIVE, VERSIONS, make_fake_trt
+from trt_fixtures import _install
 
 V10_8, V10_12, V10_16, V11_0, V11_1 = VERSIONS
 CPP = REPO / "examples" / "cpp"
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    """FP32, Q/DQ (fp32 remainder), Q/DQ fp16, a dynamic-batch FP32 and a dynamic-batch
-    EfficientNMS_TRT ONNX of the tiny fixture at 256."""
-    import fyexport
-    from fyexport.datasets.shapes import generate
-    from fyexport.export import export_onnx
-    from fyexport.nms_onnx import NmsConfig
-    from fyexport.quantize import calibrate
-
-    d = tmp_path_factory.mktemp("trt")
-    model = fyexport.load(TINY)
-    export_onnx(model, d / "fp32.onnx", img_size=256)
-    export_onnx(model, d / "dyn.onnx", img_size=256, dynamic_batch=True)
-    export_onnx(model, d / "nms.onnx", img_size=256, dynamic_batch=True, nms=NmsConfig(kind="trt-plugin"))
-    generate(d / "data", train=8, val=4, size=256)
-    calibrate(d / "fp32.onnx", d / "data/images/train", d / "cal", num_images=8, batch=4)
-    return d
-
-
-def _install(monkeypatch, version: str):
-    trt = make_fake_trt(version)
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    return trt
-
-
-@pytest.fixture(params=[V10_16, V11_1])
-def fake_trt(request, monkeypatch):
-    return _install(monkeypatch, request.param)
-
-
-@pytest.fixture
-def warned(monkeypatch):
-    """The warnings fyexport logs during the test."""
-    from fyexport.log import G_LOGGER
-
-    seen = []
-    monkeypatch.setattr(G_LOGGER, "warning", lambda msg, once=False, **f: seen.append(str(msg)))
-    return seen
 
 
 def _eleven(trt) -> bool:
@@ -112,7 +71,7 @@ def test_int8_qdq_build_and_run(version, artifacts, tmp_path, monkeypatch):
 
     from fyexport.quantize import ARTIFACTS
     from fyexport.runners.trt import TrtRunner
-    from fyexport.trt.builder import BuildConfig, build_engine, preferred_qdq_flavour
+    from fyexport.trt.engine import BuildConfig, build_engine, preferred_qdq_flavour
 
     trt = _install(monkeypatch, version)
     src = artifacts / "cal" / ARTIFACTS[preferred_qdq_flavour(trt)]
@@ -147,7 +106,7 @@ def test_trt_plugin_nms_needs_the_plugin_library(fake_trt, artifacts, tmp_path, 
     registered it: fyexport must call it before parsing and before deserializing (old code did
     not, so the build failed with 'Plugin not found' and the engine could not be loaded)."""
     from fyexport.runners.trt import TrtRunner
-    from fyexport.trt.builder import BuildConfig, build_engine
+    from fyexport.trt.engine import BuildConfig, build_engine
 
     trt = fake_trt
     parser = trt.OnnxParser(trt.Builder(trt.Logger()).create_network(0), trt.Logger())
@@ -178,9 +137,9 @@ def test_cpp_example_initialises_plugins_and_links_them():
 def test_silent_fp32_is_refused(fake_trt, artifacts, tmp_path):
     """Q/DQ convolutions TensorRT could not fuse run in float; the fused layer names still
     contain the weights' names (*_w_int8), which the old name-based count took for INT8."""
-    from fyexport.errors import FyexportError
+    from fyexport.core.errors import FyexportError
     from fyexport.quantize import ARTIFACTS
-    from fyexport.trt.builder import BuildConfig, build_engine, preferred_qdq_flavour
+    from fyexport.trt.engine import BuildConfig, build_engine, preferred_qdq_flavour
 
     src = artifacts / "cal" / ARTIFACTS[preferred_qdq_flavour(fake_trt)]
     fake_trt._fake_int8_kernels = False
@@ -193,7 +152,7 @@ def test_int8_convs_are_counted_from_the_inspector_json(fake_trt, artifacts, tmp
     import onnx
 
     from fyexport.quantize import ARTIFACTS
-    from fyexport.trt.builder import BuildConfig, build_engine, preferred_qdq_flavour
+    from fyexport.trt.engine import BuildConfig, build_engine, preferred_qdq_flavour
 
     src = artifacts / "cal" / ARTIFACTS[preferred_qdq_flavour(fake_trt)]
     meta = build_engine(src, tmp_path / "m.engine", BuildConfig(precision="int8")).meta
@@ -208,7 +167,7 @@ def test_int8_convs_are_counted_from_the_inspector_json(fake_trt, artifacts, tmp
 
 
 def test_layer_counts_on_both_json_layouts():
-    from fyexport.trt.builder import layer_counts
+    from fyexport.trt.engine import layer_counts
 
     def conv(name, fmt10=None, dt11=None, weights="Int8"):
         t = {"Name": "x", "Location": "Device", "Dimensions": [1, 32, 8, 8]}
@@ -235,7 +194,7 @@ def test_layer_counts_on_both_json_layouts():
 def test_trt_entropy_uses_every_image_at_the_profile_shape(version, artifacts, tmp_path, monkeypatch):
     """TensorRT reads each calibration batch at the calibration profile's OPT shape; with the
     default profile (OPT 1) the old code's batches of 4 fed it one image in four."""
-    from fyexport.trt.builder import BuildConfig, build_engine
+    from fyexport.trt.engine import BuildConfig, build_engine
 
     _install(monkeypatch, version)
     cfg = BuildConfig(precision="int8", calibrator="trt-entropy", calib_images=str(artifacts / "data/images/train"),
@@ -249,8 +208,8 @@ def test_trt_entropy_uses_every_image_at_the_profile_shape(version, artifacts, t
 
 
 def test_trt_entropy_calibrator_is_version_gated(fake_trt, artifacts, tmp_path):
-    from fyexport.errors import FyexportError
-    from fyexport.trt.builder import BuildConfig, build_engine
+    from fyexport.core.errors import FyexportError
+    from fyexport.trt.engine import BuildConfig, build_engine
 
     cfg = BuildConfig(precision="int8", calibrator="trt-entropy", calib_images=str(artifacts / "data/images/train"),
                       calib_num_images=8, calib_batch=1)
@@ -269,9 +228,9 @@ def test_trt_entropy_calibrator_is_version_gated(fake_trt, artifacts, tmp_path):
 def test_batch_outside_the_profile_is_refused(fake_trt, artifacts, tmp_path):
     """set_input_shape returns False outside the profile (it does not raise): the old runner
     ignored that and ran with the previous shape."""
-    from fyexport.errors import InputError
+    from fyexport.core.errors import InputError
     from fyexport.runners.trt import TrtRunner
-    from fyexport.trt.builder import BuildConfig, build_engine
+    from fyexport.trt.engine import BuildConfig, build_engine
 
     build_engine(artifacts / "dyn.onnx", tmp_path / "d.engine", BuildConfig(min_batch=1, opt_batch=2, max_batch=4))
     with TrtRunner(tmp_path / "d.engine", device="cpu") as r:
@@ -283,8 +242,9 @@ def test_batch_outside_the_profile_is_refused(fake_trt, artifacts, tmp_path):
 
 
 def test_bench_times_only_the_batches_an_engine_accepts(fake_trt, artifacts, tmp_path):
-    from fyexport.bench import BenchOptions, Target, _bench_target, _Context
-    from fyexport.trt.builder import BuildConfig, build_engine
+    from fyexport.bench.plan import BenchOptions, Target
+    from fyexport.bench.run import _bench_target, _Context
+    from fyexport.trt.engine import BuildConfig, build_engine
 
     build_engine(artifacts / "dyn.onnx", tmp_path / "d.engine", BuildConfig(min_batch=1, max_batch=2))
     o = BenchOptions(batches=(1, 8), warmup=0.0, duration=0.01, img_size=256, agreement_images=0, e2e=False)
@@ -297,7 +257,7 @@ def test_bench_times_only_the_batches_an_engine_accepts(fake_trt, artifacts, tmp
 # -- defect 5: timing caches TensorRT refuses -------------------------------------------------------
 
 def test_timing_cache_from_another_version_or_gpu(fake_trt, artifacts, tmp_path, warned):
-    from fyexport.trt.builder import BuildConfig, build_engine
+    from fyexport.trt.engine import BuildConfig, build_engine
 
     other = make_fake_trt(V10_8 if _eleven(fake_trt) else V11_1)
     cache = tmp_path / "t.cache"
@@ -328,7 +288,7 @@ def test_fp16_qdq_model_keeps_scales_positive_and_resize_scales_fp32(artifacts, 
 
     from fyexport.quantize.graph import analyse
     from fyexport.quantize.qdq import to_fp16
-    from fyexport.trt.builder import BuildConfig, build_engine
+    from fyexport.trt.engine import BuildConfig, build_engine
 
     qdq = onnx.load(str(artifacts / "cal/model.qdq.onnx"))
     inits = {i.name: i for i in qdq.graph.initializer}
@@ -416,21 +376,6 @@ def test_cpp_example_compiles_without_warnings(version, tmp_path):
 
 # -- defect 8: Triton and the profile ---------------------------------------------------------------
 
-def test_triton_max_batch_must_fit_the_profile(fake_trt, artifacts, tmp_path):
-    from fyexport.errors import InputError
-    from fyexport.trt.builder import BuildConfig, build_engine
-    from fyexport.trt.triton import write_repository
-
-    build_engine(artifacts / "dyn.onnx", tmp_path / "m.engine", BuildConfig(max_batch=8))
-    with pytest.raises(InputError, match="exceeds the engine's profile maximum of 8"):
-        write_repository(tmp_path / "m.engine", tmp_path / "repo", max_batch=16)
-    assert not (tmp_path / "repo").exists()
-    assert "max_batch_size: 4" in (write_repository(tmp_path / "m.engine", tmp_path / "repo", max_batch=4)
-                                   / "config.pbtxt").read_text()
-    build_engine(artifacts / "dyn.onnx", tmp_path / "b.engine", BuildConfig(min_batch=2, max_batch=8))
-    with pytest.raises(InputError, match="starts at batch 2"):
-        write_repository(tmp_path / "b.engine", tmp_path / "repo2")
-
 
 # -- defect 9: typing per release -------------------------------------------------------------------
 
@@ -438,7 +383,7 @@ def test_triton_max_batch_must_fit_the_profile(fake_trt, artifacts, tmp_path):
 def test_qdq_typing_per_release(version, artifacts, tmp_path, monkeypatch):
     """10.0-10.11 build Q/DQ weakly typed with the INT8 and FP16 flags (not yet deprecated there);
     from 10.12, which deprecated weak typing, the FP16 Q/DQ model is built strongly typed."""
-    from fyexport.trt.builder import BuildConfig, build_engine, preferred_qdq_flavour
+    from fyexport.trt.engine import BuildConfig, build_engine, preferred_qdq_flavour
 
     trt = _install(monkeypatch, version)
     assert preferred_qdq_flavour(trt) == ("trt" if version == V10_8 else "trt-fp16")
@@ -453,7 +398,7 @@ def test_qdq_typing_per_release(version, artifacts, tmp_path, monkeypatch):
 # -- the rest of the contract ----------------------------------------------------------------------
 
 def test_fp16_without_the_fp16_flag_is_baked(fake_trt, artifacts, tmp_path):
-    from fyexport.trt.builder import BuildConfig, build_engine
+    from fyexport.trt.engine import BuildConfig, build_engine
 
     build_engine(artifacts / "fp32.onnx", tmp_path / "h.engine", BuildConfig(precision="fp16"))
     plan = json.loads((tmp_path / "h.engine").read_bytes())
@@ -465,7 +410,7 @@ def test_fp16_without_the_fp16_flag_is_baked(fake_trt, artifacts, tmp_path):
 
 def test_dynamic_batch_profile(fake_trt, artifacts, tmp_path):
     from fyexport.runners.trt import TrtRunner
-    from fyexport.trt.builder import BuildConfig, build_engine
+    from fyexport.trt.engine import BuildConfig, build_engine
 
     build_engine(artifacts / "dyn.onnx", tmp_path / "d.engine", BuildConfig(precision="fp32", min_batch=1,
                                                                                opt_batch=4, max_batch=8))
@@ -476,9 +421,9 @@ def test_dynamic_batch_profile(fake_trt, artifacts, tmp_path):
 
 
 def test_engine_from_another_version_is_refused(artifacts, tmp_path, monkeypatch):
-    from fyexport.errors import InputError
+    from fyexport.core.errors import InputError
     from fyexport.runners.trt import TrtRunner
-    from fyexport.trt.builder import BuildConfig, build_engine
+    from fyexport.trt.engine import BuildConfig, build_engine
 
     _install(monkeypatch, V10_16)
     build_engine(artifacts / "fp32.onnx", tmp_path / "a.engine", BuildConfig(precision="fp32"))
@@ -488,8 +433,8 @@ def test_engine_from_another_version_is_refused(artifacts, tmp_path, monkeypatch
 
 
 def test_parser_errors_are_reported(fake_trt, tmp_path):
-    from fyexport.errors import FyexportError, InputError
-    from fyexport.trt.builder import BuildConfig, build_engine
+    from fyexport.core.errors import FyexportError, InputError
+    from fyexport.trt.engine import BuildConfig, build_engine
 
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
@@ -507,91 +452,7 @@ def test_engine_command_without_tensorrt(artifacts, tmp_path):
     assert len(line.splitlines()) == 1
 
 
-def test_triton_repository(fake_trt, artifacts, tmp_path):
-    from fyexport.trt.builder import BuildConfig, build_engine
-    from fyexport.trt.triton import write_repository
-
-    build_engine(artifacts / "dyn.onnx", tmp_path / "m.engine", BuildConfig(precision="fp32", max_batch=8))
-    model_dir = write_repository(tmp_path / "m.engine", tmp_path / "repo", name="yolov7")
-    assert (model_dir / "1/model.plan").read_bytes() == (tmp_path / "m.engine").read_bytes()
-    cfg = parse_pbtxt((model_dir / "config.pbtxt").read_text())
-    check_triton_config(cfg)
-    assert cfg["name"] == "yolov7" and cfg["platform"] == "tensorrt_plan" and cfg["max_batch_size"] == 8
-    assert cfg["input"][0]["name"] == "images" and cfg["input"][0]["dims"] == [3, 256, 256]
-    assert cfg["output"][0]["name"] == "output" and cfg["output"][0]["dims"] == [4032, 10]
-    assert cfg["output"][0]["data_type"] == "TYPE_FP32" and "dynamic_batching" in cfg
-
-
 # -- a small text-format parser and a check against Triton's ModelConfig fields ----------
-
-MODEL_CONFIG_FIELDS = {"name", "platform", "backend", "runtime", "version_policy", "max_batch_size", "input",
-                       "output", "batch_input", "batch_output", "optimization", "dynamic_batching",
-                       "sequence_batching", "ensemble_scheduling", "instance_group", "default_model_filename",
-                       "cc_model_filenames", "metric_tags", "parameters", "model_warmup", "model_operation_policy",
-                       "model_transaction_policy", "response_cache", "model_repository_agents"}
-IO_FIELDS = {"name", "data_type", "format", "dims", "reshape", "is_shape_tensor", "allow_ragged_batch", "optional",
-             "label_filename", "is_non_linear_format_io"}
-DATA_TYPES = {"TYPE_BOOL", "TYPE_UINT8", "TYPE_UINT16", "TYPE_UINT32", "TYPE_UINT64", "TYPE_INT8", "TYPE_INT16",
-              "TYPE_INT32", "TYPE_INT64", "TYPE_FP16", "TYPE_FP32", "TYPE_FP64", "TYPE_STRING", "TYPE_BF16"}
-
-
-def parse_pbtxt(text: str) -> dict:
-    import re
-
-    tokens = re.findall(r'"[^"]*"|[{}\[\],:]|[^\s{}\[\],:]+', text)
-    pos = 0
-
-    def value():
-        nonlocal pos
-        t = tokens[pos]
-        pos += 1
-        if t == "{":
-            return message("}")
-        if t == "[":
-            items = []
-            while tokens[pos] != "]":
-                if tokens[pos] == ",":
-                    pos += 1
-                    continue
-                items.append(value())
-            pos += 1
-            return items
-        if t.startswith('"'):
-            return t[1:-1]
-        try:
-            return int(t)
-        except ValueError:
-            return t
-
-    def message(end):
-        nonlocal pos
-        out: dict = {}
-        while pos < len(tokens) and tokens[pos] != end:
-            if tokens[pos] == ",":
-                pos += 1
-                continue
-            key = tokens[pos]
-            pos += 1
-            if tokens[pos] == ":":
-                pos += 1
-            v = value()
-            if key in out:
-                out[key] = (out[key] if isinstance(out[key], list) else [out[key]]) + [v]
-            else:
-                out[key] = v
-        pos += 1
-        return out
-
-    return message(None)
-
-
-def check_triton_config(cfg: dict) -> None:
-    assert set(cfg) <= MODEL_CONFIG_FIELDS, set(cfg) - MODEL_CONFIG_FIELDS
-    assert isinstance(cfg["name"], str) and cfg["platform"] == "tensorrt_plan"
-    assert isinstance(cfg["max_batch_size"], int) and cfg["max_batch_size"] >= 0
-    for io in cfg["input"] + cfg["output"]:
-        assert set(io) <= IO_FIELDS and io["data_type"] in DATA_TYPES
-        assert all(isinstance(d, int) and (d > 0 or d == -1) for d in io["dims"])
 
 
 # -- real TensorRT (skipped where it cannot run) -----------------------------------------------
@@ -615,7 +476,7 @@ def test_real_engine_matches_onnxruntime(precision, artifacts, tmp_path):
     import tensorrt as trt
 
     from fyexport.runners.trt import TrtRunner
-    from fyexport.trt.builder import BuildConfig, build_engine
+    from fyexport.trt.engine import BuildConfig, build_engine
 
     v11 = int(trt.__version__.split(".")[0]) >= 11
     src = artifacts / ("fp32.onnx" if precision == "fp32" else

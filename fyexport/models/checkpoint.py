@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 FORMAT = "fyexport-model"
 FORMAT_VERSION = 1
@@ -302,7 +302,7 @@ def load(path, fuse: bool = False):
     with ``names``, ``nc``, ``stride`` and ``meta`` set.  ``fuse=True`` returns the
     deployment form.
     """
-    from ..errors import check_file
+    from ..core.errors import check_file
 
     path = check_file(path, "checkpoint")
     obj = read_pickle(path)
@@ -354,7 +354,7 @@ def save(model, path, meta: dict | None = None) -> Path:
     The same model gives the same bytes wherever it is saved: the archive is serialised in
     memory (``torch.save`` would name its records after the temporary file) and a source
     inside the output's folder is recorded relative to it."""
-    from ..artifacts import recorded_path, write_torch
+    from ..core.artifacts import recorded_path, write_torch
 
     sd = collections.OrderedDict((k, v.detach().cpu().clone()) for k, v in model.state_dict().items())
     m = dict(getattr(model, "meta", {}) or {})

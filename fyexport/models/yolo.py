@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .common import MP, SP, SPPCSPC, Concat, Conv, DownC, Dropped, ReOrg, RepConv, Shortcut
 from .heads import Detect, IAuxDetect, IDetect
 

@@ -13,16 +13,16 @@
 from __future__ import annotations
 
 from .calibration import (
-                          ARTIFACTS,
-                          CALIBRATION_METHODS,
-                          DEFAULT_BATCH,
-                          FLAVOURS,
-                          STATS_FILE,
-                          CalibrationOptions,
-                          CalibrationResult,
-                          calibrate,
-                          load_collected,
-                          save_collected,
+           ARTIFACTS,
+           CALIBRATION_METHODS,
+           DEFAULT_BATCH,
+           FLAVOURS,
+           STATS_FILE,
+           CalibrationOptions,
+           CalibrationResult,
+           calibrate,
+           load_collected,
+           save_collected,
 )
 
 __all__ = ["ARTIFACTS", "CALIBRATION_METHODS", "DEFAULT_BATCH", "FLAVOURS", "STATS_FILE", "CalibrationOptions",

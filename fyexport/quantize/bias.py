@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..log import progress
+from ..core.log import progress
 
 
 def local_shifts(proto, plan, amax: dict, gmin: dict, images: np.ndarray, flavour: str = "trt") -> dict:
@@ -23,7 +23,7 @@ def local_shifts(proto, plan, amax: dict, gmin: dict, images: np.ndarray, flavou
     import onnx
     from onnx import helper, numpy_helper
 
-    from ..onnx_facts import cpu_session, image_input
+    from ..onnx.facts import cpu_session, image_input
     from .qdq import act_params, quantized_twin
 
     m = onnx.ModelProto()

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..errors import FyexportError, InputError
-from ..log import G_LOGGER
+from ..core.errors import FyexportError, InputError
+from ..core.log import G_LOGGER
 
 STATS_FILE = "calib.stats.json"
 STATS_VERSION = 3  # bump when the meaning of stored statistics changes (group ids, histogram layout)
@@ -113,10 +113,10 @@ def _peak_rss_mb() -> float | None:
 
 def calibrate(onnx_path, images, out_dir, options: CalibrationOptions | None = None, **overrides) -> CalibrationResult:
     """Calibrate the FP32 ``onnx_path`` on the images under the folder ``images`` (or an
-    :class:`~fyexport.preprocess.ImageSet` already selected) and write :data:`ARTIFACTS` to
+    :class:`~fyexport.data.images.ImageSet` already selected) and write :data:`ARTIFACTS` to
     ``out_dir``.  ``overrides`` set :class:`CalibrationOptions` fields."""
-    from ..artifacts import sha256_file
-    from ..preprocess import ImageSet, select_images
+    from ..core.artifacts import sha256_file
+    from ..data.selection import ImageSet, select_images
 
     o = replace(options or CalibrationOptions(), **overrides)
     o.validate()
@@ -146,7 +146,7 @@ def calibrate(onnx_path, images, out_dir, options: CalibrationOptions | None = N
 
 
 def _plan(onnx_path, exclude):
-    from ..onnx_facts import check_onnx_file
+    from ..onnx.facts import check_onnx_file
     from .graph import analyse
 
     proto = check_onnx_file(onnx_path)
@@ -211,8 +211,8 @@ def probe_images(proto, imgs, n: int):
 
     import numpy as np
 
-    from ..onnx_facts import image_input
-    from ..preprocess import iter_prepared
+    from ..data.images import iter_prepared
+    from ..onnx.facts import image_input
 
     return np.stack(list(itertools.islice(iter_prepared(imgs.paths, image_input(proto).hw), n)))
 
@@ -251,9 +251,9 @@ def _auto_exclude(proto, plan, chosen: _Amax, ranges, probe, k: int, exclude):
 def _write_outputs(proto, plan, chosen: _Amax, col, imgs, out_dir: Path, o: CalibrationOptions, onnx_path,
                    model_sha: str):
     """The cache and the Q/DQ models; returns (files, the calib.json record so far)."""
-    from ..artifacts import recorded_path, sha256_file, write_text
-    from ..onnx_facts import read_meta
-    from ..preprocess import PREPROCESSING
+    from ..core.artifacts import recorded_path, sha256_file, write_text
+    from ..data.images import PREPROCESSING
+    from ..onnx.facts import read_meta
     from .cache import format_cache, trt_version_number
 
     tensors = {t: chosen.amax[g] for t, g in sorted(plan.tensor_group.items())}
@@ -300,8 +300,8 @@ def write_flavours(proto, plan, chosen: _Amax, ranges, shifts: dict, meta: dict,
     """Build, tag, check and write each Q/DQ flavour; {flavour: path}."""
     import onnx
 
-    from ..artifacts import atomic_path
-    from ..onnx_facts import write_meta
+    from ..core.artifacts import atomic_path
+    from ..onnx.facts import write_meta
     from .qdq import build_qdq, to_fp16
 
     files, trt_model = {}, None
@@ -323,7 +323,7 @@ def write_flavours(proto, plan, chosen: _Amax, ranges, shifts: dict, meta: dict,
 
 
 def _write_calib_json(out_dir: Path, info: dict, plan, chosen: _Amax, col, files: dict) -> Path:
-    from ..artifacts import write_json
+    from ..core.artifacts import write_json
 
     info["groups"] = {g: {"amax": chosen.amax[g], "min": chosen.gmin[g], "tensors": plan.groups[g],
                           "histogrammed": plan.reps[g]} for g in sorted(plan.groups)}
@@ -335,7 +335,7 @@ def _write_calib_json(out_dir: Path, info: dict, plan, chosen: _Amax, col, files
 
 def save_collected(path, key: str, col) -> None:
     """Histograms and ranges of a finished collection, so another --method is instant."""
-    from ..artifacts import write_bytes
+    from ..core.artifacts import write_bytes
 
     payload = {"key": key, "images_used": col.images_used, "images_skipped": col.images_skipped,
                "skipped_reasons": col.skipped_reasons, "ranges": col.ranges,
@@ -361,7 +361,7 @@ def load_collected(path, key: str):
 
 
 def _check_loads(path) -> None:
-    from ..onnx_facts import cpu_session
+    from ..onnx.facts import cpu_session
 
     try:
         cpu_session(path)

@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import FyexportError, InputError
-from ..log import G_LOGGER, progress
-from ..onnx_facts import cpu_session, image_input
-from ..preprocess import ImageSet
+from ..core.errors import FyexportError, InputError
+from ..core.log import G_LOGGER, progress
+from ..data.selection import ImageSet
+from ..onnx.facts import cpu_session, image_input
 from .graph import Plan
 from .histogram import AbsHistogram, NonFiniteActivation
 
@@ -95,7 +95,7 @@ def calibration_session(proto, outputs: list):
 
 
 def state_key(model_sha: str, images: ImageSet, method_independent: dict) -> str:
-    from ..artifacts import sha256_json
+    from ..core.artifacts import sha256_json
 
     return sha256_json({"model": model_sha, "images": images.list_hash, **method_independent})
 
@@ -137,7 +137,7 @@ class _StatsPass:
         """One image per run and statistics right away: exposing intermediate tensors of a
         whole batch costs far more memory traffic than the inference itself.  Only the first
         batch is held, because its max |x| sets each histogram's bin width."""
-        from ..preprocess import BadImage, prepare, read_image
+        from ..data.images import BadImage, prepare, read_image
 
         stash = []
         for p in paths:
@@ -205,7 +205,7 @@ def _resume(state_path, key: str, hists: dict, ranges: dict, n: int) -> _Tally:
 
 
 def _save_state(path: Path, key: str, tally: _Tally, hists: dict, ranges: dict) -> None:
-    from ..artifacts import write_bytes
+    from ..core.artifacts import write_bytes
 
     payload = {"key": key, "next": tally.next, "used": tally.used, "skipped": tally.skipped,
                "reasons": tally.reasons, "hists": {t: h.to_state() for t, h in hists.items()}, "ranges": ranges}
@@ -262,7 +262,7 @@ def _stats_pool():
     """One worker per core for histogram counting (None on a single core)."""
     global _POOL, _POOL_WORKERS
     if _POOL is None:
-        from ..machine import physical_cores
+        from ..core.machine import physical_cores
 
         _POOL_WORKERS = physical_cores()
         _POOL = ThreadPoolExecutor(_POOL_WORKERS, thread_name_prefix="fyexport-hist") if _POOL_WORKERS > 1 else False

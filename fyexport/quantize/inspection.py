@@ -34,7 +34,7 @@ def _value(inits, name):
 
 
 def inspect_qdq(proto, path: str = "") -> Inspection:
-    from ..onnx_facts import read_meta
+    from ..onnx.facts import read_meta
 
     flavour = read_meta(proto).get("flavour", "")
     producer, consumers, consts = graph_index(proto)
@@ -139,7 +139,7 @@ def _check_shared_scales(proto, producer, decode: set, qscale: dict, rep: Inspec
 def render(rep: Inspection) -> None:
     from rich.table import Table
 
-    from ..log import table_console
+    from ..core.log import table_console
 
     con = table_console()
     t = Table(title=f"{rep.path} ({rep.flavour})", show_header=False)

@@ -22,7 +22,7 @@ import copy
 
 import numpy as np
 
-from ..errors import InternalError
+from ..core.errors import InternalError
 from .graph import Plan, leaky_alpha, node_by_name
 
 SILU_PRE_CLIP = -6.0  # SiLU(-6) = -0.015: clipping the pre-activation below this costs nothing

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..log import progress
+from ..core.log import progress
 from .graph import Plan, graph_index, leaky_alpha, node_by_name
 
 # histogram methods whose amax are the candidates (method, percentile)
@@ -110,7 +110,7 @@ class _ScoreGraph:
         import onnx
         from onnx import helper
 
-        from ..onnx_facts import cpu_session
+        from ..onnx.facts import cpu_session
 
         self.g.node.extend(self.nodes)
         self.g.initializer.extend(self.new_inits)
@@ -132,7 +132,7 @@ def search_amax(proto, plan: Plan, hists: dict, images: np.ndarray, tolerance: f
     A group keeps TensorRT's entropy amax unless the best candidate's error is below
     entropy's divided by ``tolerance`` (1: plain argmin).  Groups without a quantized conv
     reading them (the input image, Add-only groups) keep their entropy amax."""
-    from ..onnx_facts import image_input
+    from ..onnx.facts import image_input
     from .entropy import group_amax
 
     _, consumers, _ = graph_index(proto)

@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from ..log import progress
+from ..core.log import progress
 from .graph import Plan, analyse, graph_index
 
 
@@ -49,7 +49,7 @@ def exclusion_regex(names, base: str | None = None) -> str:
 
 
 def _run(model_proto, images: np.ndarray) -> np.ndarray:
-    from ..onnx_facts import cpu_session, image_input
+    from ..onnx.facts import cpu_session, image_input
 
     sess = cpu_session(model_proto)
     name = image_input(model_proto).name

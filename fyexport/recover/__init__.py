@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import InputError
-from ..log import G_LOGGER
+from ..core.errors import InputError
+from ..core.log import G_LOGGER
 from .check import HoldOut, split_holdout
 from .config import CACHES, RecoverConfig
 from .train import state_path
@@ -24,7 +24,7 @@ HOLDOUT_IMAGES = 200  # images held out of label-free training to measure teache
 
 
 def default_minutes(device: str) -> float:
-    from ..runners.torch_runner import resolve_device
+    from ..core.machine import resolve_device
 
     return DEFAULT_MINUTES["cuda" if resolve_device(device).startswith("cuda") else "cpu"]
 
@@ -43,7 +43,7 @@ def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, res
     cfg.validate()
     paths = list(images)
     if cfg.max_images:
-        from ..preprocess import sample_images
+        from ..data.selection import sample_images
 
         paths = sample_images(paths, cfg.max_images, cfg.seed)
     trainer = Trainer(student, teacher, paths, output, cfg, data=data, holdout=holdout)
@@ -56,8 +56,8 @@ def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, res
 def training_images(images=None, data=None, exclude=(), extra=()) -> tuple[list, object]:
     """(image paths, DataSpec or None): the images of the folder ``images``, the ``data``
     yaml's train split and the ``extra`` folders, without duplicates, validated."""
-    from ..data import load_data_yaml
-    from ..preprocess import list_images
+    from ..data.labels import load_data_yaml
+    from ..data.selection import list_images
 
     spec = load_data_yaml(data) if data else None
     paths: list = []
@@ -102,7 +102,7 @@ def holdout_for(paths: list, spec, cfg: RecoverConfig, nc: int, n: int = HOLDOUT
     """(training paths, HoldOut): the validation split when there are labels (training keeps
     every image), else ``n`` images taken out of the training images."""
     if spec is not None and "val" in spec.splits:
-        from ..preprocess import sample_images
+        from ..data.selection import sample_images
 
         val = sample_images(spec.images("val"), n, cfg.seed)
         held = set(map(os.path.realpath, val))
@@ -114,9 +114,9 @@ def holdout_for(paths: list, spec, cfg: RecoverConfig, nc: int, n: int = HOLDOUT
 def taylor_loss_fn(data, model, batches: int = 4, batch: int = 8, img_size: int = 640):
     """For Taylor importance: a callable that accumulates YOLO-loss gradients on a few
     labelled batches."""
-    from ..data import load_data_yaml
-    from ..loss import YoloLoss
+    from ..data.labels import load_data_yaml
     from .data import TrainingSet, collate
+    from .loss import YoloLoss
 
     spec = load_data_yaml(data)
     if spec.nc != model.nc:

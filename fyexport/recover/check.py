@@ -1,7 +1,7 @@
 """How much of the teacher's accuracy the student keeps, measured on held-out images.
 
 With labels: the student's mAP@.5:.95 over the teacher's, on the validation split.  Without:
-teacher agreement (:func:`fyexport.evaluate.teacher_agreement`), on images held out of the
+teacher agreement (:func:`fyexport.evaluation.metrics.teacher_agreement`), on images held out of the
 training images (the teacher agrees with itself exactly, so its reference is 1.0).  The
 teacher's detections are computed once.
 """
@@ -25,15 +25,15 @@ class HoldOut:
 
     def target(self, labelled_target: float) -> float:
         """The kept fraction to stop at: the target itself with labels, its agreement reading
-        (:func:`fyexport.evaluate.agreement_target`) without."""
-        from ..evaluate import agreement_target
+        (:func:`fyexport.evaluation.metrics.agreement_target`) without."""
+        from ..evaluation.agreement import agreement_target
 
         return labelled_target if self.labelled else agreement_target(labelled_target)
 
 
 def split_holdout(paths: list, n: int, seed: int = 0) -> tuple[list, list]:
     """(training paths, held-out paths): ``n`` images chosen with ``seed``, never both."""
-    from ..preprocess import sample_images
+    from ..data.selection import sample_images
 
     paths = sorted(paths)
     n = min(n, max(0, len(paths) // 5))  # never more than a fifth of the images
@@ -43,7 +43,8 @@ def split_holdout(paths: list, n: int, seed: int = 0) -> tuple[list, list]:
 
 class Checker:
     def __init__(self, teacher, holdout: HoldOut, device: str):
-        from ..evaluate import coco_map, detect, label_boxes
+        from ..evaluation.detections import detect
+        from ..evaluation.metrics import coco_map, label_boxes
         from ..runners.torch_runner import TorchRunner
 
         self.holdout, self.device = holdout, device
@@ -56,7 +57,7 @@ class Checker:
         else:
             self.reference = 1.0
         if self.reference <= 0:
-            from ..errors import FyexportError
+            from ..core.errors import FyexportError
 
             raise FyexportError(f"the unpruned model scores {self.reference:.4f} on the {len(self.images)} held-out "
                                 "images, so the kept fraction cannot be measured", "Check the data and its labels")
@@ -65,7 +66,9 @@ class Checker:
         """{"score", "kept", "agreement", "agreement_strict"} of ``model`` (not modified: a
         fused copy runs).  ``kept`` is what the target is compared with: the labelled
         mAP@.5:.95 over the teacher's, or the agreement itself without labels."""
-        from ..evaluate import agreement_scores, coco_map, detect
+        from ..evaluation.agreement import agreement_scores
+        from ..evaluation.detections import detect
+        from ..evaluation.metrics import coco_map
         from ..runners.torch_runner import TorchRunner
 
         dets = detect(TorchRunner(model, device=self.device, img_size=self.holdout.hw), self.images,

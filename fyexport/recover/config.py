@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 CACHES = ("auto", "none", "ram", "disk")
 RAM_CACHE_AUTO_BYTES = 1 << 30  # --cache auto keeps a training set this small in memory

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..log import G_LOGGER, progress
+from ..core.errors import InputError
+from ..core.log import G_LOGGER, progress
 from .config import CACHES
 
 CACHE_FORMAT = "letterbox-rgb-exif-1"  # what a disk-cache entry holds; bump when reading or letterboxing changes
@@ -26,7 +26,7 @@ CACHE_FORMAT = "letterbox-rgb-exif-1"  # what a disk-cache entry holds; bump whe
 
 def label_pixels(raw: np.ndarray, orig_hw, hw) -> np.ndarray:
     """(n, 5) class, cx, cy, w, h in letterboxed input pixels from normalised label rows."""
-    from ..preprocess import letterbox_geometry
+    from ..data.images import letterbox_geometry
 
     (rw, rh), (pw, ph) = letterbox_geometry(orig_hw, hw)[:2]
     h, w = orig_hw
@@ -42,8 +42,8 @@ def label_pixels(raw: np.ndarray, orig_hw, hw) -> np.ndarray:
 
 def letterboxed_sample(path, hw, nc: int | None):
     """(uint8 3xHxW RGB, original (h, w), labels in input pixels or None) of one image."""
-    from ..data import read_labels
-    from ..preprocess import letterbox, read_image
+    from ..data.images import letterbox, read_image
+    from ..data.labels import read_labels
 
     im = read_image(path)
     lb = letterbox(im, hw)[0]
@@ -78,7 +78,7 @@ class TrainingSet(torch.utils.data.Dataset):
         return self._load(i)
 
     def _load(self, i: int):
-        from ..preprocess import BadImage
+        from ..data.images import BadImage
 
         try:
             if self.cache == "disk":
@@ -93,8 +93,8 @@ class TrainingSet(torch.utils.data.Dataset):
 
     def _disk(self, i: int):
         """The letterboxed pixels from the disk cache (made on first use); labels fresh."""
-        from ..data import read_labels
-        from ..preprocess import BadImage
+        from ..data.images import BadImage
+        from ..data.labels import read_labels
 
         p = self.paths[i]
         try:
@@ -157,7 +157,7 @@ def collate(items):
 def default_workers(device: str) -> int:
     """Worker processes for decoding: on a CPU the training itself needs the cores, so one
     (none on a single core); on a GPU up to 8, one core left for the main process."""
-    from ..machine import physical_cores
+    from ..core.machine import physical_cores
 
     cores = physical_cores()
     if not device.startswith("cuda"):

@@ -12,7 +12,7 @@ import datetime
 import os
 from dataclasses import dataclass
 
-from ..errors import FyexportError
+from ..core.errors import FyexportError
 
 DEFAULT_TIMEOUT_S = 120
 
@@ -54,7 +54,7 @@ def setup(device: str) -> Dist:
         device = f"cuda:{local}"
     if not td.is_initialized():
         timeout = datetime.timedelta(seconds=float(os.environ.get("FYEXPORT_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)))
-        from ..log import native_output_silenced
+        from ..core.log import native_output_silenced
 
         try:
             with native_output_silenced():  # c10d logs every failed connection attempt on fd 2

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import time
 
-from ..log import G_LOGGER
+from ..core.log import G_LOGGER
 
 CHUNK = 4096  # positions per Gram update: memory stays at CHUNK x features
 

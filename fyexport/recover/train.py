@@ -17,8 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..errors import FyexportError, InputError, InternalError
-from ..log import G_LOGGER, progress
+from ..core.errors import FyexportError, InputError, InternalError
+from ..core.log import G_LOGGER, progress
 from .config import RecoverConfig
 
 RECONSTRUCT_CROP = 320  # the reconstruction fits on crops of at most this size (memory)
@@ -106,8 +106,8 @@ class Trainer:
     def _models(self, student, teacher) -> None:
         import torch
 
-        from ..loss import DistillLoss, YoloLoss
-        from ..machine import cpu_has_native_bf16, physical_cores
+        from ..core.machine import cpu_has_native_bf16, physical_cores
+        from .loss import DistillLoss, YoloLoss
 
         dev = self.d.device
         torch.manual_seed(self.cfg.seed)
@@ -146,7 +146,7 @@ class Trainer:
                 loss.rank_mean = rank_mean(self.d)
 
     def _key(self, student, teacher, n: int) -> str:
-        from ..artifacts import sha256_json
+        from ..core.artifacts import sha256_json
 
         return sha256_json({"cfg": self.cfg.key(), "images": n, "labels": self.data is not None,
                             "world": self.d.world, "student": student.meta.get("prune"),
@@ -174,7 +174,7 @@ class Trainer:
         G_LOGGER.info(f"resuming recovery at step {self.p.step} (epoch {self.p.epoch + 1})")
 
     def save_state(self) -> None:
-        from ..artifacts import write_torch
+        from ..core.artifacts import write_torch
 
         if self.d.main:
             write_torch(state_path(self.output), {
@@ -502,6 +502,6 @@ def _cache(cfg: RecoverConfig, n: int) -> str:
 
 
 def _resolve(device: str) -> str:
-    from ..runners.torch_runner import resolve_device
+    from ..core.machine import resolve_device
 
     return resolve_device(device)

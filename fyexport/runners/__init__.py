@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InputError
+from ..core.errors import InputError
 from ..trt import ENGINE_SUFFIXES
 from .base import Runner, RunnerInfo
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import FyexportError, InputError
+from ..core.errors import FyexportError, InputError
 
 
 @dataclass

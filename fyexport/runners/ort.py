@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..log import G_LOGGER
-from ..onnx_facts import check_onnx_file, image_input, onnx_precision, read_meta, session_options
+from ..core.errors import InputError
+from ..core.log import G_LOGGER
+from ..onnx.facts import check_onnx_file, image_input, onnx_precision, read_meta, session_options
 from .base import Runner, RunnerInfo
 
 

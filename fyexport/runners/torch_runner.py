@@ -6,20 +6,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
+from ..core.machine import resolve_device
 from .base import Runner, RunnerInfo
-
-
-def resolve_device(device: str | None) -> str:
-    import torch
-
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA GPU is available to PyTorch here", "Use --device cpu")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise InputError(f"--device must be cpu, cuda or auto, got {device!r}")
-    return device
 
 
 class TorchRunner(Runner):
@@ -37,7 +26,7 @@ class TorchRunner(Runner):
     def __init__(self, model_or_path, device: str = "cpu", precision: str = "fp32", mode: str = "eager",
                  channels_last: bool = False, img_size=640):
         super().__init__()
-        from ..preprocess import normalize_img_size
+        from ..data.images import normalize_img_size
 
         self.device = resolve_device(device)
         if precision not in ("fp32", "fp16"):

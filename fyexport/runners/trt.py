@@ -15,8 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import FyexportError, InputError
-from ..log import G_LOGGER
+from ..core.errors import FyexportError, InputError
+from ..core.log import G_LOGGER
 from ..trt import import_trt, init_plugins, make_logger
 from ..trt.sidecar import check_compatible, read_sidecar
 from .base import Runner, RunnerInfo
@@ -31,7 +31,7 @@ def _torch_dtype(np_dtype):
 class TrtRunner(Runner):
     def __init__(self, path, device: str = "auto"):
         super().__init__()
-        from ..errors import check_file
+        from ..core.errors import check_file
 
         self.path = check_file(path, "TensorRT engine")
         self.meta = read_sidecar(self.path)

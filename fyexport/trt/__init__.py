@@ -11,8 +11,8 @@ against stand-ins of 10.8, 10.12, 10.16, 11.0 and 11.1 written from the real sou
 """
 from __future__ import annotations
 
-from ..errors import FyexportError
-from ..log import G_LOGGER
+from ..core.errors import FyexportError
+from ..core.log import G_LOGGER
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 OLDEST_CHECKED = (10, 8, 0)

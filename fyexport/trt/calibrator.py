@@ -16,14 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import write_bytes
-from ..errors import InputError
-from ..log import G_LOGGER
+from ..core.artifacts import write_bytes
+from ..core.errors import InputError
+from ..core.log import G_LOGGER
 
 
 def calibration_batches(images_dir, hw, batch: int, num_images: int, seed: int = 0, paths=None):
     """Letterboxed float32 batches (B,3,H,W) from a folder (or ``paths``), skipping unreadable files."""
-    from ..preprocess import iter_prepared, select_images
+    from ..data.images import iter_prepared
+    from ..data.selection import select_images
 
     buf = []
     for x in iter_prepared(paths if paths is not None else select_images(images_dir, num_images, seed).paths, hw):
@@ -39,8 +40,8 @@ def make_entropy_calibrator(trt, proto, images_dir, cache_path, num_images: int 
     its ``shape`` is the calibration input shape (the calibration profile's OPT)."""
     import torch
 
-    from ..onnx_facts import image_input
-    from ..preprocess import select_images
+    from ..data.selection import select_images
+    from ..onnx.facts import image_input
 
     inp = image_input(proto)
     device = "cpu" if getattr(trt, "__fyexport_fake__", False) else "cuda"  # contract tests run without a GPU

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import InputError
-from ..log import G_LOGGER
+from ..core.errors import InputError
+from ..core.log import G_LOGGER
 
 
 def sidecar_path(engine_path) -> Path:
@@ -26,7 +26,7 @@ def read_sidecar(engine_path) -> dict:
 
 def check_compatible(meta: dict, trt, engine_path, gpu: dict | None = None) -> None:
     """Refuse an engine built for another TensorRT version or GPU, with the rebuild command."""
-    from ..machine import gpu_facts
+    from ..core.machine import gpu_facts
 
     if not meta:
         G_LOGGER.warning(f"{engine_path}: no {Path(str(engine_path)).name}.json beside it; cannot check that it "

@@ -1,0 +1,119 @@
+"""Click options made from the stages' configurations.
+
+Every default is read from the configuration that holds it (written once there), and each
+command knows which of its flags sets which field, so a library error naming a field
+(``recover.batch must be >= 1``) reaches the user naming the flag they typed
+(``--recover-batch must be >= 1``)."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import types
+import typing
+
+import click
+
+from ..core.config import ConfigError, default_at, field_type, make_config
+from ..core.errors import InputError
+from ..core.imgsize import parse_img_size
+
+
+class ImgSizeType(click.ParamType):
+    """``--img-size``: N, H,W or HxW."""
+
+    name = "N|H,W"
+
+    def convert(self, value, param, ctx):
+        try:
+            return parse_img_size(value)
+        except InputError as e:
+            self.fail(e.message, param, ctx)
+
+
+class BatchListType(click.ParamType):
+    """``--batch 1,8,32``: a tuple of positive batch sizes."""
+
+    name = "B[,B...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(int(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"expected comma-separated integers, got {value!r}", param, ctx)
+
+
+IMG_SIZE, BATCH_LIST = ImgSizeType(), BatchListType()
+SCALARS = (bool, int, float, str)
+
+
+def _click_type(annotation, path: str):
+    """The click type for a field's annotation (``int | None`` -> int)."""
+    if path.endswith("img_size"):
+        return IMG_SIZE
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = args[0] if len(args) == 1 and isinstance(annotation, types.UnionType) else annotation
+    return base if base in SCALARS else None
+
+
+def _show(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+class Fields:
+    """The options of one command, each bound to a field of the command's configuration."""
+
+    def __init__(self, root: type):
+        self.root = root
+        self.bound: dict[str, tuple[str, str]] = {}  # click parameter name -> (field path, flag)
+
+    def option(self, path: str, *decls: str, **kw):
+        """``click.option(*decls)`` whose default is the configuration's for ``path``."""
+        default = default_at(self.root, path)
+        if "type" not in kw and not kw.get("is_flag") and not any("/" in d for d in decls):
+            t = _click_type(field_type(self.root, path), path)
+            if t is not None:
+                kw["type"] = t
+        kw["default"] = default
+        if default is not None and default is not False:
+            kw.setdefault("show_default", _show(default))
+        probe = click.Option(decls, **kw)
+        flag = next(d for d in decls if d.startswith("--")).split("/")[0]
+        self.bound[probe.name] = (path, flag)
+        return click.option(*decls, **kw)
+
+    def config(self, kwargs: dict, **extra):
+        """The command's configuration from its keyword arguments (the bound ones are taken
+        out of ``kwargs``); ``extra`` sets further fields by dotted path."""
+        values = {path: kwargs.pop(name) for name, (path, _) in self.bound.items() if name in kwargs}
+        return make_config(self.root, values | extra)
+
+    def flag_for(self, field: str) -> str | None:
+        return next((flag for path, flag in self.bound.values() if path == field), None)
+
+    @contextlib.contextmanager
+    def flags_named(self):
+        """Errors naming a field bound here name its flag instead."""
+        try:
+            yield
+        except ConfigError as e:
+            flag = self.flag_for(e.field)
+            raise e.named(flag) if flag else e
+
+    def command(self, group: click.Group, **settings):
+        """``group.command`` whose function gets ``cfg`` (this command's configuration) and
+        the unbound arguments, and whose configuration errors name the flags."""
+
+        def wrap(f):
+            @functools.wraps(f)
+            def run(**kwargs):
+                cfg = self.config(kwargs)
+                with self.flags_named():
+                    return f(cfg, **kwargs)
+
+            return group.command(**settings)(run)
+
+        return wrap

@@ -1,0 +1,265 @@
+"""The one letterbox, and image reading.
+
+Calibration, evaluation, benchmarking and the runtime API all call :func:`letterbox`
+(through :func:`prepare`), so INT8 calibration sees exactly the pixels inference sees:
+aspect-preserving cv2 INTER_LINEAR resize, grey 114 padding split as in the official
+code (``round(d/2 - 0.1)`` / ``round(d/2 + 0.1)``), BGR -> RGB, CHW, float32 / 255.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import InputError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+PAD_VALUE = 114
+MIN_SIDE = 8  # smaller images carry no usable signal (a 1x1 image letterboxes to one flat colour)
+
+PREPROCESSING = {
+    "letterbox": "fixed-shape, aspect-preserving, cv2 INTER_LINEAR, centred",
+    "pad_value": PAD_VALUE,
+    "color": "RGB",
+    "layout": "NCHW",
+    "scale": "1/255",
+    "dtype": "float32",
+}
+
+
+MAX_IMG_SIDE = 4096  # a bigger letterbox is surely a typo (a 100000 px input would ask for 120 GB)
+
+
+def parse_img_size(value) -> int | tuple[int, int]:
+    """``--img-size`` as every command takes it: ``N``, ``H,W`` or ``HxW`` (or already parsed)."""
+    if isinstance(value, (int, tuple)):
+        return value
+    parts = [p for p in str(value).replace("x", ",").split(",") if p.strip()]
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        raise InputError(f"--img-size: expected N or H,W, got {value!r}")
+    if len(nums) == 1:
+        return nums[0]
+    if len(nums) == 2:
+        return (nums[0], nums[1])
+    raise InputError(f"--img-size: expected N or H,W, got {value!r}")
+
+
+def normalize_img_size(img_size, max_stride: int = 32) -> tuple[int, int]:
+    """(h, w) rounded up to a multiple of the model's largest stride."""
+    from ..core.log import G_LOGGER
+
+    img_size = parse_img_size(img_size)
+    if isinstance(img_size, int):
+        hw = (img_size, img_size)
+    else:
+        hw = tuple(int(v) for v in img_size)
+        if len(hw) == 1:
+            hw = (hw[0], hw[0])
+    if any(v <= 0 for v in hw):
+        raise InputError(f"--img-size must be positive, got {img_size}")
+    if any(v > MAX_IMG_SIDE for v in hw):
+        raise InputError(f"--img-size {img_size} is above {MAX_IMG_SIDE} pixels a side",
+                         "YOLOv7 models run at 320 to 1280; give the deployment's input size")
+    out = tuple(int(np.ceil(v / max_stride) * max_stride) for v in hw)
+    if out != hw:
+        G_LOGGER.warning(f"image size {hw} is not a multiple of stride {max_stride}; using {out}")
+    return out  # type: ignore[return-value]
+
+
+def _cv2():
+    import cv2
+
+    return cv2
+
+
+def letterbox(img: np.ndarray, new_shape=640, color=(PAD_VALUE, PAD_VALUE, PAD_VALUE), auto: bool = False,
+              scale_fill: bool = False, scaleup: bool = True, stride: int = 32):
+    """Resize ``img`` (HxWxC uint8) keeping its aspect ratio and pad it to ``new_shape``.
+
+    Args:
+        new_shape: int or (h, w) target.
+        auto: pad only to the next multiple of ``stride`` (a rectangle); False (default)
+            pads to exactly ``new_shape``, the fixed-shape mode ONNX/TensorRT engines need.
+        scale_fill: stretch to the target without padding.
+        scaleup: allow enlarging; False only shrinks.
+
+    Returns:
+        (image, (ratio_w, ratio_h), (pad_w, pad_h)) where pad is the float half-padding,
+        as the official code returns it.
+    """
+    cv2 = _cv2()
+    shape = img.shape[:2]
+    ratio, (dw, dh), new_unpad = letterbox_geometry(shape, new_shape, auto, scale_fill, scaleup, stride)
+    if shape[::-1] != new_unpad:
+        img = cv2.resize(img, new_unpad, interpolation=cv2.INTER_LINEAR)
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
+    return img, ratio, (dw, dh)
+
+
+def letterbox_geometry(shape, new_shape=640, auto: bool = False, scale_fill: bool = False, scaleup: bool = True,
+                       stride: int = 32):
+    """((ratio_w, ratio_h), (pad_w, pad_h), (new_w, new_h)) that :func:`letterbox` applies to
+    an image of ``shape`` (h, w): the one place its geometry is computed."""
+    if isinstance(new_shape, int):
+        new_shape = (new_shape, new_shape)
+    r = min(new_shape[0] / shape[0], new_shape[1] / shape[1])
+    if not scaleup:
+        r = min(r, 1.0)
+    ratio = (r, r)
+    new_unpad = (int(round(shape[1] * r)), int(round(shape[0] * r)))
+    dw, dh = new_shape[1] - new_unpad[0], new_shape[0] - new_unpad[1]
+    if auto:
+        dw, dh = np.mod(dw, stride), np.mod(dh, stride)
+    elif scale_fill:
+        dw, dh = 0.0, 0.0
+        new_unpad = (new_shape[1], new_shape[0])
+        ratio = (new_shape[1] / shape[1], new_shape[0] / shape[0])
+    return ratio, (dw / 2, dh / 2), new_unpad
+
+
+def to_tensor(img_bgr: np.ndarray) -> np.ndarray:
+    """HxWx3 BGR uint8 -> 3xHxW RGB float32 in 0..1."""
+    x = img_bgr[:, :, ::-1].transpose(2, 0, 1)
+    return np.ascontiguousarray(x, dtype=np.float32) / 255.0
+
+
+@dataclass
+class Prepared:
+    """A letterboxed image and what is needed to map boxes back to the original."""
+
+    tensor: np.ndarray  # 3xHxW float32
+    ratio: tuple
+    pad: tuple
+    orig_hw: tuple
+
+
+def prepare(img_bgr: np.ndarray, size) -> Prepared:
+    """Letterbox (fixed shape) + to_tensor: the preprocessing of every fyexport path."""
+    lb, ratio, pad = letterbox(img_bgr, size, auto=False)
+    return Prepared(to_tensor(lb), ratio, pad, img_bgr.shape[:2])
+
+
+def scale_boxes(boxes: np.ndarray, ratio, pad, orig_hw, clip: bool = True) -> np.ndarray:
+    """Undo :func:`letterbox` on xyxy boxes (N x >=4): subtract pad, divide by gain, clip."""
+    b = np.array(boxes, dtype=np.float32, copy=True)
+    if b.size == 0:
+        return b
+    b[:, [0, 2]] -= pad[0]
+    b[:, [1, 3]] -= pad[1]
+    b[:, [0, 2]] /= ratio[0]
+    b[:, [1, 3]] /= ratio[1]
+    if clip:
+        h, w = orig_hw[:2]
+        b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
+        b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
+    return b
+
+
+# -- reading images ---------------------------------------------------------
+
+class BadImage(Exception):
+    """An image file that cannot be used (the reason is the message)."""
+
+
+def _looks_truncated(data: bytes, suffix: str) -> bool:
+    if data[:2] == b"\xff\xd8":  # JPEG: must contain its end-of-image marker near the end
+        return b"\xff\xd9" not in data[-4096:]
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in data[-64:]
+    return False
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1..8) recorded in an encoded image (JPEG, PNG, WebP, TIFF); 1
+    (upright) when it records none or cannot be parsed."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            value = int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - no readable EXIF means no rotation
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+_ORIENTATION_FLIPS = {2: (False, True), 3: (True, True), 4: (True, False)}  # (rows, columns)
+
+
+def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """``img`` as it is meant to be seen, given its EXIF ``orientation``: what phones and
+    cameras record instead of rotating the pixels (6: turn 90 degrees clockwise to view).
+    The same transform as PIL's ``ImageOps.exif_transpose``, which YOLOv7 and Ultralytics apply."""
+    if orientation in (5, 6, 7, 8):  # the stored picture is on its side: transpose, then flip as 1-4
+        img = np.swapaxes(img, 0, 1)
+        orientation -= 4
+    flip_rows, flip_cols = _ORIENTATION_FLIPS.get(orientation, (False, False))
+    if flip_rows:
+        img = img[::-1]
+    if flip_cols:
+        img = img[:, ::-1]
+    return np.ascontiguousarray(img)
+
+
+def read_image(path) -> np.ndarray:
+    """Read an image as HxWx3 BGR uint8, upright, or raise :class:`BadImage`.
+
+    The EXIF orientation a phone or camera recorded is applied (a photo tagged "rotate 90"
+    comes back rotated, as every viewer shows it); grayscale, RGBA, 16-bit and CMYK files
+    are converted; empty, truncated, undecodable and tiny (< 8 px) files are refused."""
+    cv2 = _cv2()
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise BadImage(f"unreadable ({e.strerror or e})")
+    if not data:
+        raise BadImage("empty file")
+    if _looks_truncated(data, p.suffix.lower()):
+        raise BadImage("truncated")
+    buf = np.frombuffer(data, np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise BadImage("not a decodable image")
+    return to_bgr8(apply_orientation(img, exif_orientation(data)))
+
+
+def to_bgr8(img: np.ndarray) -> np.ndarray:
+    """A decoded image (HxW, HxWx1, HxWx3 BGR or HxWx4 BGRA; 8 or 16 bit or float) as
+    HxWx3 BGR uint8, or :class:`BadImage` when it is too small (< 8 px) or not an image."""
+    cv2 = _cv2()
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)) or img.dtype == bool:
+        raise BadImage(f"not an image array (shape {img.shape}, {img.dtype})")
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = cv2.normalize(img.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    elif img.shape[2] == 1:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[0] < MIN_SIDE or img.shape[1] < MIN_SIDE:
+        raise BadImage(f"too small ({img.shape[1]}x{img.shape[0]})")
+    return np.ascontiguousarray(img)
+
+
+def iter_prepared(paths, size, skipped: dict | None = None):
+    """Letterboxed tensors of the readable images among ``paths`` (bad ones are skipped and,
+    when ``skipped`` is given, counted there by reason)."""
+    for p in paths:
+        try:
+            yield prepare(read_image(p), size).tensor
+        except BadImage as e:
+            if skipped is not None:
+                why = str(e).split(" (")[0]
+                skipped[why] = skipped.get(why, 0) + 1
+
+

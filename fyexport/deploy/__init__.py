@@ -1,0 +1,2 @@
+"""Where an engine is deployed: a Triton model repository (``triton``), DeepStream
+(``deepstream``)."""

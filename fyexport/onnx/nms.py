@@ -1,0 +1,270 @@
+"""End-to-end NMS appended to the exported graph.
+
+``onnx``: standard ``NonMaxSuppression`` (runs on ONNX Runtime and TensorRT without plugins),
+then fixed-size outputs ``num_dets [B,1] int32``, ``det_boxes [B,topk,4]`` (x1,y1,x2,y2 in
+input pixels), ``det_scores [B,topk]``, ``det_classes [B,topk] int32`` built with TopK over a
+dense [batch, selected] score matrix, so it works with a dynamic batch.  It mirrors
+:func:`fyexport.evaluation.nms.non_max_suppression`: score = obj*cls, best class per box,
+class-aware suppression through a ``class * 4096`` box offset.
+
+``trt-plugin``: the same four outputs from TensorRT's ``EfficientNMS_TRT`` plugin (needs
+TensorRT's plugin library; ONNX Runtime cannot run it).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..core.errors import InputError
+from ..evaluation.nms import MAX_WH
+
+NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+NMS_KINDS = ("onnx", "trt-plugin")
+
+
+@dataclass
+class NmsConfig:
+    kind: str = "onnx"
+    conf_thres: float = 0.25
+    iou_thres: float = 0.45
+    topk: int = 100
+
+    def validate(self) -> None:
+        if self.kind not in NMS_KINDS:
+            raise InputError(f"--nms must be onnx or trt-plugin, got {self.kind!r}")
+        if not (0 <= self.conf_thres < 1 and 0 < self.iou_thres <= 1):
+            raise InputError("--conf-thres must be in [0, 1) and --iou-thres in (0, 1]")
+        if self.topk < 1:
+            raise InputError("--topk must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Nodes:
+    """Nodes and initializers to append to a graph, named under ``nms/``."""
+
+    def __init__(self):
+        self.nodes, self.inits = [], []
+
+    def const(self, name: str, arr) -> str:
+        from onnx import numpy_helper
+
+        self.inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    def node(self, op: str, ins, outs, **kw) -> str:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, ins, outs, name=f"nms/{outs[0]}", **kw))
+        return outs[0]
+
+
+def append_nms(proto, cfg: NmsConfig, nc: int):
+    """A new model whose outputs are the four NMS tensors instead of ``output``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    cfg.validate()
+    m = onnx.ModelProto()
+    m.CopyFrom(proto)
+    g = m.graph
+    if [o.name for o in g.output] != ["output"]:
+        raise InputError("NMS can only be appended to a graph with the single decoded output 'output'")
+    b = _Nodes()
+    _scores_and_boxes(b, nc)
+    if cfg.kind == "trt-plugin":
+        b.nodes.append(helper.make_node(
+            "EfficientNMS_TRT", ["nms_boxes", "nms_scores"], list(NMS_OUTPUTS), name="batched_nms",
+            background_class=-1, box_coding=0, iou_threshold=float(cfg.iou_thres), max_output_boxes=int(cfg.topk),
+            plugin_version="1", score_activation=0, score_threshold=float(cfg.conf_thres)))
+    else:
+        _select(b, int(cfg.topk), float(cfg.iou_thres), float(cfg.conf_thres))
+        _dense_topk(b, int(cfg.topk))
+    g.node.extend(b.nodes)
+    g.initializer.extend(b.inits)
+    batch = g.output[0].type.tensor_type.shape.dim[0]
+    bdim = batch.dim_param or batch.dim_value
+    topk = int(cfg.topk)
+    del g.output[:]
+    g.output.extend([
+        helper.make_tensor_value_info("num_dets", TensorProto.INT32, [bdim, 1]),
+        helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, [bdim, topk, 4]),
+        helper.make_tensor_value_info("det_scores", TensorProto.FLOAT, [bdim, topk]),
+        helper.make_tensor_value_info("det_classes", TensorProto.INT32, [bdim, topk]),
+    ])
+    return m
+
+
+def _scores_and_boxes(b: _Nodes, nc: int) -> None:
+    """``nms_scores`` (obj * cls) and ``nms_boxes`` (x1, y1, x2, y2) from ``output``."""
+    big = np.iinfo(np.int64).max
+    b.const("nms_s0", np.array([0], np.int64))
+    b.const("nms_s2", np.array([2], np.int64))
+    b.const("nms_s4", np.array([4], np.int64))
+    b.const("nms_s5", np.array([5], np.int64))
+    b.const("nms_big", np.array([big], np.int64))
+    b.const("nms_ax2", np.array([2], np.int64))
+    b.node("Slice", ["output", "nms_s0", "nms_s4", "nms_ax2"], ["nms_xywh"])
+    b.node("Slice", ["output", "nms_s4", "nms_s5", "nms_ax2"], ["nms_obj"])
+    if nc > 1:
+        b.node("Slice", ["output", "nms_s5", "nms_big", "nms_ax2"], ["nms_cls"])
+        b.node("Mul", ["nms_cls", "nms_obj"], ["nms_scores"])
+    else:
+        b.node("Identity", ["nms_obj"], ["nms_scores"])
+    b.node("Slice", ["nms_xywh", "nms_s0", "nms_s2", "nms_ax2"], ["nms_cxcy"])
+    b.node("Slice", ["nms_xywh", "nms_s2", "nms_s4", "nms_ax2"], ["nms_wh"])
+    b.const("nms_half", np.array(0.5, np.float32))
+    b.node("Mul", ["nms_wh", "nms_half"], ["nms_hwh"])
+    b.node("Sub", ["nms_cxcy", "nms_hwh"], ["nms_x1y1"])
+    b.node("Add", ["nms_cxcy", "nms_hwh"], ["nms_x2y2"])
+    b.node("Concat", ["nms_x1y1", "nms_x2y2"], ["nms_boxes"], axis=2)
+
+
+def _select(b: _Nodes, topk: int, iou: float, conf: float) -> None:
+    """Class-aware NonMaxSuppression (best class per box, boxes offset by class * MAX_WH) and
+    the selected boxes' scores, boxes and classes."""
+    from onnx import TensorProto
+
+    b.node("ReduceMax", ["nms_scores"], ["nms_best"], axes=[2], keepdims=1)
+    b.node("ArgMax", ["nms_scores"], ["nms_cls_id"], axis=2, keepdims=1)
+    b.node("Cast", ["nms_cls_id"], ["nms_cls_f"], to=TensorProto.FLOAT)
+    b.const("nms_maxwh", np.array(float(MAX_WH), np.float32))
+    b.node("Mul", ["nms_cls_f", "nms_maxwh"], ["nms_off"])
+    b.node("Add", ["nms_boxes", "nms_off"], ["nms_boxes_off"])
+    b.node("Transpose", ["nms_best"], ["nms_best_t"], perm=[0, 2, 1])
+    b.const("nms_maxout", np.array([topk], np.int64))
+    b.const("nms_iou", np.array([iou], np.float32))
+    b.const("nms_conf", np.array([conf], np.float32))
+    b.node("NonMaxSuppression", ["nms_boxes_off", "nms_best_t", "nms_maxout", "nms_iou", "nms_conf"], ["nms_sel"])
+    b.const("nms_i0", np.array(0, np.int64))
+    b.const("nms_i2", np.array(2, np.int64))
+    b.node("Gather", ["nms_sel", "nms_i0"], ["nms_sel_b"], axis=1)
+    b.node("Gather", ["nms_sel", "nms_i2"], ["nms_sel_n"], axis=1)
+    b.const("nms_ax1", np.array([1], np.int64))
+    b.const("nms_ax0", np.array([0], np.int64))
+    b.node("Unsqueeze", ["nms_sel_b", "nms_ax1"], ["nms_sel_b1"])
+    b.node("Unsqueeze", ["nms_sel_n", "nms_ax1"], ["nms_sel_n1"])
+    b.node("Concat", ["nms_sel_b1", "nms_sel_n1"], ["nms_bn"], axis=1)
+    b.node("Squeeze", ["nms_best", "nms_ax2"], ["nms_best2"])
+    b.node("Squeeze", ["nms_cls_id", "nms_ax2"], ["nms_cls2"])
+    b.node("GatherND", ["nms_best2", "nms_bn"], ["nms_sel_scores"])
+    b.node("GatherND", ["nms_boxes", "nms_bn"], ["nms_sel_boxes"])
+    b.node("GatherND", ["nms_cls2", "nms_bn"], ["nms_sel_cls"])
+
+
+def _dense_topk(b: _Nodes, topk: int) -> None:
+    """Fixed-size outputs: a dense [B, K] score matrix (-1 where a selection belongs to
+    another image), padded by topk, TopK, and the boxes and classes gathered to match."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    b.node("Shape", ["output"], ["nms_shape"])
+    b.node("Gather", ["nms_shape", "nms_i0"], ["nms_B"], axis=0)
+    b.const("nms_one", np.array(1, np.int64))
+    b.node("Range", ["nms_i0", "nms_B", "nms_one"], ["nms_arange"])
+    b.node("Unsqueeze", ["nms_arange", "nms_ax1"], ["nms_arange1"])
+    b.node("Unsqueeze", ["nms_sel_b", "nms_ax0"], ["nms_sel_b0"])
+    b.node("Equal", ["nms_arange1", "nms_sel_b0"], ["nms_mine"])
+    b.node("Unsqueeze", ["nms_sel_scores", "nms_ax0"], ["nms_sel_scores0"])
+    b.const("nms_neg", np.array(-1.0, np.float32))
+    b.node("Where", ["nms_mine", "nms_sel_scores0", "nms_neg"], ["nms_dense"])
+    b.node("Unsqueeze", ["nms_B", "nms_ax0"], ["nms_B1"])
+    b.node("Concat", ["nms_B1", "nms_maxout"], ["nms_pad_shape"], axis=0)
+    b.nodes.append(helper.make_node("ConstantOfShape", ["nms_pad_shape"], ["nms_pad"], name="nms/nms_pad",
+                                    value=numpy_helper.from_array(np.array([-1.0], np.float32))))
+    b.node("Concat", ["nms_dense", "nms_pad"], ["nms_dense_p"], axis=1)
+    b.node("TopK", ["nms_dense_p", "nms_maxout"], ["nms_vals", "nms_idx"], axis=1, largest=1, sorted=1)
+    b.const("nms_zero", np.array(0.0, np.float32))
+    b.node("GreaterOrEqual", ["nms_vals", "nms_zero"], ["nms_valid"])
+    b.node("Cast", ["nms_valid"], ["nms_valid_i"], to=TensorProto.INT64)
+    b.node("ReduceSum", ["nms_valid_i", "nms_ax1"], ["nms_count"], keepdims=1)
+    b.node("Cast", ["nms_count"], ["num_dets"], to=TensorProto.INT32)
+    b.const("nms_zbox", np.zeros((topk, 4), np.float32))
+    b.node("Concat", ["nms_sel_boxes", "nms_zbox"], ["nms_boxes_p"], axis=0)
+    b.node("Gather", ["nms_boxes_p", "nms_idx"], ["nms_gboxes"], axis=0)
+    b.node("Cast", ["nms_valid"], ["nms_valid_f"], to=TensorProto.FLOAT)
+    b.node("Unsqueeze", ["nms_valid_f", "nms_ax2"], ["nms_valid_f2"])
+    b.node("Mul", ["nms_gboxes", "nms_valid_f2"], ["det_boxes"])
+    b.node("Where", ["nms_valid", "nms_vals", "nms_zero"], ["det_scores"])
+    b.const("nms_zcls", np.full((topk,), -1, np.int64))
+    b.node("Concat", ["nms_sel_cls", "nms_zcls"], ["nms_cls_p"], axis=0)
+    b.node("Gather", ["nms_cls_p", "nms_idx"], ["nms_gcls"], axis=0)
+    b.const("nms_neg_i", np.array(-1, np.int64))
+    b.node("Where", ["nms_valid", "nms_gcls", "nms_neg_i"], ["nms_cls_v"])
+    b.node("Cast", ["nms_cls_v"], ["det_classes"], to=TensorProto.INT32)
+
+
+def detections_from_outputs(outs: dict) -> list:
+    """Per image (n, 6) float32 arrays ``x1, y1, x2, y2, score, class`` (input pixels) from
+    the four NMS outputs (padding rows beyond ``num_dets`` dropped)."""
+    missing = [k for k in NMS_OUTPUTS if k not in outs]
+    if missing:
+        raise InputError(f"the model's NMS outputs lack {', '.join(missing)} (has {', '.join(outs) or 'none'})",
+                         "Re-export it with 'fyexport export --nms'")
+    res = []
+    num = np.asarray(outs["num_dets"]).reshape(len(outs["num_dets"]), -1)
+    for b in range(num.shape[0]):
+        n = max(0, min(int(num[b, 0]), outs["det_boxes"].shape[1]))
+        boxes = np.asarray(outs["det_boxes"][b, :n], np.float32).reshape(n, 4)
+        res.append(np.concatenate([boxes, np.asarray(outs["det_scores"][b, :n], np.float32).reshape(n, 1),
+                                   np.asarray(outs["det_classes"][b, :n], np.float32).reshape(n, 1)], 1))
+    return res
+
+
+def has_graph_nms(runner) -> bool:
+    """Whether a (loaded) runner's model ends in NMS (``fyexport export --nms``): its outputs
+    are the four NMS tensors instead of the decoded predictions."""
+    if getattr(runner, "has_nms", False):
+        return True
+    names = [o[0] if isinstance(o, (tuple, list)) else o for o in (getattr(runner, "outputs", None) or [])]
+    return "num_dets" in names
+
+
+def graph_nms_settings(runner) -> dict:
+    """The NMS settings recorded at export (``conf_thres``, ``iou_thres``, ``topk``), or {}."""
+    meta = getattr(runner, "meta", None) or {}
+    nms = meta.get("nms") or {}  # ONNX metadata, or an engine's sidecar
+    return nms if isinstance(nms, dict) else {}
+
+
+def run_graph_nms(runner, x: np.ndarray) -> list:
+    """Per image (n, 6) detections in input pixels from a runner whose graph ends in NMS,
+    for a batch of any size (split, or zero-padded to a static batch)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    static = runner.info.batch
+    step = static or len(x)
+    res: list = []
+    for i in range(0, len(x), step):
+        chunk = x[i:i + step]
+        n = len(chunk)
+        if static and n < static:
+            chunk = np.concatenate([chunk, np.zeros((static - n, *chunk.shape[1:]), chunk.dtype)])
+        res += detections_from_outputs(runner.run_all(chunk))[:n]
+    return res
+
+
+def runner_detections(runner, x: np.ndarray, conf: float = 0.25, iou: float = 0.45, multi_label: bool = False,
+                      max_det: int = 300, classes=None) -> list:
+    """Per image (n, 6) ``x1, y1, x2, y2, score, class`` detections in input pixels of a
+    loaded runner on the batch ``x``: the project's NMS on its decoded predictions, or, for a
+    model whose graph ends in NMS, its own NMS outputs (``conf``, ``classes`` and ``max_det``
+    then filter what the export's thresholds kept; ``iou`` is the export's)."""
+    from ..evaluation.nms import non_max_suppression
+
+    if not has_graph_nms(runner):
+        return non_max_suppression(runner.infer(x), conf, iou, classes=classes, multi_label=multi_label,
+                                   max_det=max_det)
+    dets = [d[d[:, 4] > conf] for d in run_graph_nms(runner, x)]
+    if classes is not None:
+        dets = [d[np.isin(d[:, 5], np.asarray(classes))] for d in dets]
+    return [d[:max_det] for d in dets]
+
+
+def graph_nms_note(runner) -> str:
+    """One line on what evaluating through a model's own NMS means for its mAP."""
+    s = graph_nms_settings(runner)
+    conf, iou, topk = s.get("conf_thres"), s.get("iou_thres"), s.get("topk")
+    fixed = f" (score > {conf}, IoU {iou}, at most {topk} per image)" if conf is not None else ""
+    return (f"{runner.info.path}: evaluated through the NMS in its graph{fixed}: those thresholds, fixed at "
+            "export, bound the mAP (--conf and --iou do not apply; export without --nms for the reference figure)")

@@ -1,0 +1,105 @@
+"""The build's accuracy report and gate: every model side by side against the unpruned
+FP32 model, and the verdict on the final one.
+
+Each model runs once on the report's images (ONNX Runtime, CPU): with labels the validation
+split, which recovery never trains on, scored by mAP and by teacher agreement; without
+labels the images held out of the calibration folder, scored by teacher agreement.  The
+gate compares the final model (the worse INT8 flavour) with the unpruned FP32 model, in
+points of mAP@.5:.95 with labels, of teacher agreement without, and splits the loss into
+what pruning cost (unpruned -> pruned FP32) and what quantization cost (FP32 -> INT8).
+
+The default allowance follows from the recovery target: a pruned model recovered to a kept
+fraction ``t`` may lose ``(1 - t)`` of the unpruned score (in agreement, ``1.4 (1 - t)``:
+:func:`fyexport.evaluation.metrics.agreement_target`), and quantization 1 point of mAP (3 of
+agreement, which INT8 perturbs more than it moves mAP) more; quantization alone when
+nothing is pruned or recovered.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core.errors import FyexportError
+
+UNPRUNED, FP32 = "unpruned fp32", "fp32"
+INT8 = {"trt": "int8 (TensorRT Q/DQ)", "cpu": "int8 (CPU Q/DQ)"}
+QUANTIZATION_POINTS = {"map": 1.0, "agreement": 3.0}  # INT8 of the unpruned shapes model: mAP +0.7, agreement -2.8
+
+
+def candidates(out: Path, precision: str, pruned: bool, model_onnx: Path, artifacts: dict) -> dict:
+    """{row label: ONNX path}; ``None`` stands for the unpruned baseline, exported on demand."""
+    rows = {UNPRUNED: None, FP32: model_onnx} if pruned else {UNPRUNED: model_onnx}
+    if precision == "int8":
+        rows |= {label: out / artifacts[fl] for fl, label in INT8.items()}
+    return rows
+
+
+def measure(paths: dict, spec, holdout, eval_images: int | None) -> dict:
+    """{row label: {artifact, images, agreement[, map50, map]}} on the report's images."""
+    from ..evaluation.agreement import agreement_scores
+    from ..evaluation.detections import detect
+    from ..evaluation.metrics import coco_map, label_boxes
+    from ..runners import open_runner
+
+    images = (spec.images("val")[:eval_images] if eval_images else spec.images("val")) if spec else holdout.images
+    if not images:
+        raise FyexportError("no images to measure accuracy on", "Give --data with a val split, or more --calib images")
+    dets = {}
+    for label, path in paths.items():
+        with open_runner(str(path), device="cpu") as r:
+            dets[label] = detect(r, images, description=f"accuracy {label}")
+            nc = r.info.nc
+    teacher = dets[UNPRUNED]
+    gt = label_boxes(images, teacher.sizes, spec.nc) if spec else None
+    res = {}
+    for label, d in dets.items():
+        a50, strict = agreement_scores(d, teacher, nc)
+        row = {"artifact": Path(paths[label]).name, "images": len(d.sizes), "agreement": round(a50, 5),
+               "agreement_strict": round(strict, 5)}
+        if gt is not None:
+            m50, m, _ = coco_map(gt, d.sizes, d.boxes, nc)
+            row |= {"map50": m50, "map": m}
+        res[label] = row
+    return res
+
+
+def allowance(metric: str, reference: float, target: float | None) -> tuple[float, str]:
+    """(points the final model may lose, the rule) when --max-map-drop is not given: what the
+    recovery target lets pruning cost, plus what quantization may cost, in the gate's metric."""
+    from ..evaluation.agreement import agreement_target
+
+    q = QUANTIZATION_POINTS[metric]
+    if target is None:
+        return q, f"{q:g} for quantization"
+    t = target if metric == "map" else agreement_target(target)
+    pts = 100 * (1 - t) * reference + q
+    what = f"recovery target {target:.0%}" + ("" if metric == "map" else f", {t:.2f} in agreement")
+    return round(pts, 2), f"{1 - t:.0%} of the unpruned score for pruning ({what}) + {q:g} for quantization"
+
+
+def gate(ev: dict, max_drop: float | None, target: float | None) -> dict:
+    """The final model against the unpruned FP32 model."""
+    metric = "map" if "map" in ev[UNPRUNED] else "agreement"
+    name = "mAP@.5:.95" if metric == "map" else "teacher agreement (AP@.5)"
+    finals = [k for k in INT8.values() if k in ev] or [FP32 if FP32 in ev else UNPRUNED]
+    final = min(finals, key=lambda k: ev[k][metric])
+    ref = ev[UNPRUNED][metric]
+    fp32 = ev.get(FP32, ev[UNPRUNED])[metric]
+    rule = "given with --max-map-drop"
+    if max_drop is None:
+        max_drop, rule = allowance(metric, ref, target)
+    drop = round(100 * (ref - ev[final][metric]), 2)
+    return {"metric": name, "reference": ref, "final_model": final, "final": ev[final][metric], "fp32": fp32,
+            "drop_points": drop, "pruning_points": round(100 * (ref - fp32), 2),
+            "quantization_points": round(100 * (fp32 - ev[final][metric]), 2), "max_drop": max_drop,
+            "allowance_rule": rule, "passed": drop <= max_drop + 1e-9}
+
+
+def gate_line(g: dict) -> str:
+    return (f"accuracy gate: {g['final_model']} {g['final']:.4f} {g['metric']} against the unpruned FP32 "
+            f"{g['reference']:.4f}: {g['drop_points']:+.2f} points lost (pruning {g['pruning_points']:+.2f}, "
+            f"quantization {g['quantization_points']:+.2f}; allowed {g['max_drop']:g}: {g['allowance_rule']})")
+
+
+def gate_failure_line(g: dict, out) -> str:
+    return (gate_line(g) + f" -> FAILED; no engine built, artifacts kept in {out}. Recover longer "
+            "(--recover-minutes), prune less (--prune), or keep sensitive layers in float (--exclude, --auto-exclude)")
