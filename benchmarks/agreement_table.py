@@ -28,7 +28,7 @@ def as_onnx(path: str, work: Path, size: int) -> str:
     from fyexport.onnx.export import export_onnx
 
     out = work / (Path(path).stem + ".onnx")
-    export_onnx(fyexport.load(path), out, size)
+    export_onnx(fyexport.load(path), out, img_size=size)
     return str(out)
 
 

@@ -57,7 +57,7 @@ def main() -> None:
     from fyexport.data.labels import load_data_yaml
     from fyexport.evaluation.metrics import evaluate
     from fyexport.models.stats import count_macs_params
-    from fyexport.prune import prune
+    from fyexport.prune import PruneConfig, prune
     from fyexport.recover import RecoverConfig, recover
     from fyexport.runners import open_runner
 
@@ -80,10 +80,11 @@ def main() -> None:
 
     teacher = fyexport.load(args.teacher)
     rows = [ev(args.teacher, "unpruned")]
-    pruned, res = prune(teacher, 0.5, "l2", 8, count_size=640, fuse=False)  # the training graph, as the build
+    # the training graph, as the build prunes it
+    pruned, res = prune(teacher, PruneConfig(ratio=0.5, importance="l2", round_to=8, count_size=640, fuse=False))
     rows.append(ev(pruned, "pruned 0.5, no recovery"))
     cfg = RecoverConfig(epochs=args.epochs, img_size=640, batch=args.batch, lr=args.lr or RecoverConfig.lr,
-                        device=device, time_budget_s=args.train_seconds)
+                        device=device, minutes=args.train_seconds / 60)
     t = time.time()
     rec_path = out / "recovered.pt"
     _, summary = recover(pruned, fyexport.load(args.teacher), spec.images("train"), rec_path, cfg, data=spec)

@@ -55,7 +55,7 @@ def main() -> None:
     from fyexport.data.labels import load_data_yaml
     from fyexport.data.shapes import generate
     from fyexport.onnx.export import export_onnx
-    from fyexport.prune import prune
+    from fyexport.prune import PruneConfig, prune
     from fyexport.quantize import calibrate
     from fyexport.recover import RecoverConfig, recover
 
@@ -78,14 +78,14 @@ def main() -> None:
     rec = Path(args.recovered) if args.recovered else work / "recovered.pt"
     if not rec.exists() and not pruned_path.exists():
         def do_prune():
-            pm, res = prune(fyexport.load(args.weights), 0.5, "l2", 8)
+            pm, res = prune(fyexport.load(args.weights), PruneConfig(ratio=0.5, importance="l2", round_to=8))
             fyexport.save(pm, pruned_path)
             return res
         step("prune", do_prune)
     if not rec.exists():
         # the recipe of the recorded tables (no reconstruction, lr 1.5e-3); fyexport's default now reconstructs
         cfg = RecoverConfig(epochs=100, img_size=640, batch=16, lr=args.recover_lr, device=args.device,
-                            time_budget_s=args.recover_minutes * 60, crop=args.recover_crop or None, reconstruct=0)
+                            minutes=args.recover_minutes, crop=args.recover_crop, reconstruct=0)
         step("recover", lambda: recover(fyexport.load(pruned_path), fyexport.load(args.weights), spec.images("train"),
                                         rec, cfg, data=spec))
     onnx_path = work / "recovered.onnx"

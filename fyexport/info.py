@@ -1,13 +1,28 @@
 """``fyexport info``: what a checkpoint, cfg, ONNX file or build folder holds."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from .core.errors import InputError
-from .models.stats import describe_model
+from .core.imgsize import DEFAULT_IMG_SIZE, fit_img_size
 
 
-def describe(target=None, cfg=None, nc=None, img_size=640, fuse: bool = False) -> dict:
+@dataclass
+class InfoConfig:
+    """What ``fyexport info`` describes a model at."""
+
+    img_size: object = DEFAULT_IMG_SIZE  # the input size MACs are counted at (fitted to the model's stride)
+    fuse: bool = False  # describe the fused deployment form
+
+
+def _described(model, img_size) -> dict:
+    from .models.stats import describe_model
+
+    return describe_model(model, fit_img_size(img_size, int(max(model.head.stride.tolist()))))
+
+
+def describe(target=None, cfg=None, nc=None, img_size=DEFAULT_IMG_SIZE, fuse: bool = False) -> dict:
     """A dict describing ``target`` (checkpoint, .onnx, build folder) or a ``cfg``."""
     from .models import build_model, load
 
@@ -15,12 +30,12 @@ def describe(target=None, cfg=None, nc=None, img_size=640, fuse: bool = False) -
         model = build_model(cfg, nc=nc)
         if fuse:
             model.fuse()
-        d = describe_model(model, img_size)
+        d = _described(model, img_size)
         d["kind"] = "cfg"
         d["path"] = str(cfg)
         return d
     if target is None:
-        raise InputError("give a checkpoint, an ONNX file, a build folder or --cfg")
+        raise InputError("nothing to describe", "Give a checkpoint, an ONNX file, a build folder or a cfg yaml")
     p = Path(target)
     if p.is_dir():
         from .pipeline.manifest import read_manifest
@@ -37,7 +52,7 @@ def describe(target=None, cfg=None, nc=None, img_size=640, fuse: bool = False) -
     model = load(p)
     if fuse:
         model.fuse()
-    d = describe_model(model, img_size)
+    d = _described(model, img_size)
     d["kind"] = "checkpoint"
     d["path"] = str(p)
     return d

@@ -14,10 +14,39 @@ import copy
 import re
 from dataclasses import asdict, dataclass, field
 
+from .core.config import ConfigError, require
 from .core.errors import InputError
+from .core.imgsize import DEFAULT_IMG_SIZE
 from .core.log import G_LOGGER
 
 IMPORTANCES = ("l2", "l1", "lamp", "bn", "taylor")
+
+
+@dataclass
+class PruneConfig:
+    """The prune stage's settings."""
+
+    ratio: float = 0.5  # channel pruning ratio, in (0, 1)
+    importance: str = "l2"
+    round_to: int = 8  # channel counts rounded to a multiple of this (0: no rounding)
+    global_pruning: bool = False
+    count_size: object = DEFAULT_IMG_SIZE  # input size the MACs are counted at
+    ignore: str | None = None  # regex of conv names left unpruned (the head's output convs always are)
+    fuse: bool = True  # prune the fused deployment graph (False: the training graph)
+
+    def validate(self) -> None:
+        require(0.0 < self.ratio < 1.0, "ratio", f"must be strictly between 0 and 1, got {self.ratio}")
+        require(self.importance in IMPORTANCES, "importance",
+                f"must be one of {', '.join(IMPORTANCES)}, got {self.importance!r}")
+        require(not (self.importance == "bn" and self.fuse), "importance",
+                "bn scores BatchNorm scales, which the fused model no longer has",
+                "Prune the training graph instead (fuse off: --no-fuse)")
+        require(self.round_to >= 0, "round_to", f"must be >= 0, got {self.round_to}")
+        if self.ignore:
+            try:
+                re.compile(self.ignore)
+            except re.error as e:
+                raise ConfigError("ignore", f"is not a regular expression ({e})")
 
 
 @dataclass
@@ -65,23 +94,10 @@ def _importance(name: str):
         return tp.importance.BNScaleImportance()
     if name == "taylor":
         return tp.importance.GroupTaylorImportance()
-    raise InputError(f"--importance must be one of {', '.join(IMPORTANCES)}, got {name!r}")
+    raise ConfigError("importance", f"must be one of {', '.join(IMPORTANCES)}, got {name!r}")
 
 
-def validate(ratio: float, importance: str, fuse: bool, round_to: int | None) -> None:
-    if not (0.0 < ratio < 1.0):
-        raise InputError(f"--ratio must be strictly between 0 and 1, got {ratio}")
-    if importance not in IMPORTANCES:
-        raise InputError(f"--importance must be one of {', '.join(IMPORTANCES)}, got {importance!r}")
-    if importance == "bn" and fuse:
-        raise InputError("--importance bn scores BatchNorm scales, which the fused model no longer has",
-                         "Add --no-fuse to prune the training graph")
-    if round_to is not None and round_to < 0:
-        raise InputError(f"--round-to must be >= 0, got {round_to}")
-
-
-def prune(model, ratio: float = 0.5, importance: str = "l2", round_to: int | None = 8, global_pruning: bool = False,
-          count_size: int = 640, ignore: str | None = None, fuse: bool = True, taylor_batches=None):
+def prune(model, cfg: PruneConfig | None = None, taylor_batches=None):
     """Return ``(pruned_model, PruneResult)``; ``model`` itself is not modified.
 
     Args:
@@ -91,7 +107,10 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", round_to: int | Non
     import torch
     import torch_pruning as tp
 
-    validate(ratio, importance, fuse, round_to)
+    cfg = cfg or PruneConfig()
+    cfg.validate()
+    ratio, importance, round_to, fuse, count_size = cfg.ratio, cfg.importance, cfg.round_to, cfg.fuse, cfg.count_size
+    global_pruning = cfg.global_pruning
     m = copy.deepcopy(model).float().cpu().eval()
     if fuse:
         m.fuse()
@@ -101,14 +120,11 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", round_to: int | Non
     head = m.head
     ignored = list(head.m) + list(getattr(head, "m2", []))
     ignored_names = [n for n, mod in m.named_modules() if any(mod is x for x in ignored)]
-    if ignore:
-        try:
-            rx = re.compile(ignore)
-        except re.error as e:
-            raise InputError(f"--ignore: bad regular expression ({e})")
+    if cfg.ignore:
+        rx = re.compile(cfg.ignore)
         extra = [(n, mod) for n, mod in m.named_modules() if isinstance(mod, torch.nn.Conv2d) and rx.search(n)]
         if not extra:
-            G_LOGGER.warning(f"--ignore {ignore!r} matched no conv layer")
+            G_LOGGER.warning(f"ignore {cfg.ignore!r} matched no conv layer")
         ignored += [mod for _, mod in extra]
         ignored_names += [n for n, _ in extra]
     unwrapped = []
@@ -125,7 +141,8 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", round_to: int | Non
     )
     if importance == "taylor":
         if taylor_batches is None:
-            raise InputError("--importance taylor needs data (--data) to compute loss gradients")
+            raise ConfigError("importance", "taylor needs labelled data to compute loss gradients",
+                              "Give a labelled data yaml")
         m.zero_grad()
         taylor_batches(m)
     pruner.step()
@@ -135,15 +152,14 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", round_to: int | Non
     m.eval()
     macs1, params1 = _deployed_counts(m, count_size)
     if macs1 >= macs0:
-        raise InputError("pruning removed nothing", "Check --ignore; every prunable layer may be excluded")
+        raise InputError("pruning removed nothing",
+                         "Check the layers left unpruned (ignore); every prunable layer may be excluded")
     after = {n: mod.out_channels for n, mod in m.named_modules() if isinstance(mod, torch.nn.Conv2d)}
     res = PruneResult(ratio=ratio, importance=importance, round_to=round_to or None, global_pruning=global_pruning,
                       fused=bool(fuse), count_size=count_size, macs_before=macs0, macs_after=macs1,
                       params_before=params0, params_after=params1, ignored=ignored_names,
                       widths={n: [before[n], after[n]] for n in before if n in after})
-    m.meta = dict(m.meta)
-    m.meta["prune"] = res.to_dict()
-    m.meta.pop("recover", None)
+    m.meta = m.meta.with_(prune=res.to_dict()).without("recover")
     return m, res
 
 

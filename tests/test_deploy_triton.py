@@ -8,24 +8,24 @@ import pytest
 def test_triton_max_batch_must_fit_the_profile(fake_trt, artifacts, tmp_path):
     from fyexport.core.errors import InputError
     from fyexport.deploy.triton import write_repository
-    from fyexport.trt.engine import BuildConfig, build_engine
+    from fyexport.trt.engine import EngineConfig, build_engine
 
-    build_engine(artifacts / "dyn.onnx", tmp_path / "m.engine", BuildConfig(max_batch=8))
+    build_engine(artifacts / "dyn.onnx", tmp_path / "m.engine", EngineConfig(max_batch=8))
     with pytest.raises(InputError, match="exceeds the engine's profile maximum of 8"):
         write_repository(tmp_path / "m.engine", tmp_path / "repo", max_batch=16)
     assert not (tmp_path / "repo").exists()
     assert "max_batch_size: 4" in (write_repository(tmp_path / "m.engine", tmp_path / "repo", max_batch=4)
                                    / "config.pbtxt").read_text()
-    build_engine(artifacts / "dyn.onnx", tmp_path / "b.engine", BuildConfig(min_batch=2, max_batch=8))
+    build_engine(artifacts / "dyn.onnx", tmp_path / "b.engine", EngineConfig(min_batch=2, max_batch=8))
     with pytest.raises(InputError, match="starts at batch 2"):
         write_repository(tmp_path / "b.engine", tmp_path / "repo2")
 
 
 def test_triton_repository(fake_trt, artifacts, tmp_path):
     from fyexport.deploy.triton import write_repository
-    from fyexport.trt.engine import BuildConfig, build_engine
+    from fyexport.trt.engine import EngineConfig, build_engine
 
-    build_engine(artifacts / "dyn.onnx", tmp_path / "m.engine", BuildConfig(precision="fp32", max_batch=8))
+    build_engine(artifacts / "dyn.onnx", tmp_path / "m.engine", EngineConfig(precision="fp32", max_batch=8))
     model_dir = write_repository(tmp_path / "m.engine", tmp_path / "repo", name="yolov7")
     assert (model_dir / "1/model.plan").read_bytes() == (tmp_path / "m.engine").read_bytes()
     cfg = parse_pbtxt((model_dir / "config.pbtxt").read_text())

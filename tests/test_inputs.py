@@ -95,9 +95,9 @@ def exports(tmp_path_factory, tiny_model):
 
     d = tmp_path_factory.mktemp("exports")
     out = {"plain": d / "plain.onnx", "nms": d / "nms.onnx", "trt": d / "trt.onnx"}
-    export_onnx(tiny_model, out["plain"], SIZE, simplify=False)
-    export_onnx(tiny_model, out["nms"], SIZE, simplify=False, nms=NmsConfig("onnx"))
-    export_onnx(tiny_model, out["trt"], SIZE, simplify=False, nms=NmsConfig("trt-plugin"))
+    export_onnx(tiny_model, out["plain"], img_size=SIZE, simplify=False)
+    export_onnx(tiny_model, out["nms"], img_size=SIZE, simplify=False, nms=NmsConfig("onnx"))
+    export_onnx(tiny_model, out["trt"], img_size=SIZE, simplify=False, nms=NmsConfig("trt-plugin"))
     return out
 
 
@@ -106,7 +106,7 @@ def small_onnx(tmp_path_factory, tiny_model):
     """The tiny model at 160 for calibration (simplified: the fp16 Q/DQ flavour fails on the raw graph)."""
     from fyexport.onnx.export import export_onnx
 
-    return export_onnx(tiny_model, tmp_path_factory.mktemp("small") / "small.onnx", 160).path
+    return export_onnx(tiny_model, tmp_path_factory.mktemp("small") / "small.onnx", img_size=160).path
 
 
 # -- 1: EXIF orientation ---------------------------------------------------------------------------
@@ -311,10 +311,10 @@ def test_5_an_efficientnms_model_is_refused_on_onnxruntime(exports, shapes_small
 
 def test_5_bench_with_data_on_an_nms_export(exports, shapes_small, tmp_path):
     """Old code: unexpected IndexError in the mAP column and in the end-to-end timing."""
-    from fyexport.bench.plan import BenchOptions
+    from fyexport.bench.plan import BenchConfig
     from fyexport.bench.run import run_bench
 
-    rep = run_bench([str(exports["nms"])], str(TINY), BenchOptions(
+    rep = run_bench([str(exports["nms"])], str(TINY), BenchConfig(
         runtime="onnxruntime", device="cpu", batches=(1,), img_size=SIZE, warmup=0.02, duration=0.05,
         data=str(shapes_small), max_eval_images=4, agreement_images=0, workdir=str(tmp_path)))
     assert any(r["model"].startswith(str(exports["nms"])) for r in rep["rows"])
@@ -513,15 +513,17 @@ def test_13_a_failed_build_records_failed(calib_dir, tmp_path):
 
 
 def test_13_an_interrupted_build_records_interrupted(calib_dir, tmp_path, monkeypatch):
-    from fyexport.pipeline.build import Build, BuildOptions, run_build
+    from fyexport.core.config import make_config
+    from fyexport.pipeline.build import Build, BuildConfig, run_build
 
     def interrupted(self):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Build, "export", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_build(BuildOptions(weights=str(TINY), calib=str(calib_dir), out=str(tmp_path / "out"), prune=0.0,
-                               img_size=160, num_images=8, bench=False), command="test")
+        run_build(make_config(BuildConfig, {"weights": str(TINY), "calib": str(calib_dir), "out": str(tmp_path / "out"),
+                                            "prune.ratio": 0.0, "img_size": 160, "calibrate.num_images": 8,
+                                            "run_bench": False}), command="test")
     assert json.loads((tmp_path / "out/manifest.json").read_text())["status"] == "interrupted"
 
 
@@ -547,7 +549,7 @@ def test_14_onnx_and_calibration_written_in_two_folders_have_the_same_bytes(tiny
 
     for d in ("a", "b"):
         save(tiny_model, tmp_path / d / "model.pt")
-        export_onnx(load(tmp_path / d / "model.pt"), tmp_path / d / "model.onnx", 160)
+        export_onnx(load(tmp_path / d / "model.pt"), tmp_path / d / "model.onnx", img_size=160)
         calibrate(tmp_path / d / "model.onnx", calib_dir, tmp_path / d, CalibrationOptions(num_images=8,
                                                                                           bias_correction=0))
     for name in ("model.pt", "model.onnx", *ARTIFACTS.values()):

@@ -24,7 +24,7 @@ def test_loads_without_yolov7_sources(tiny_model):
     assert tiny_model.training is False
     assert all(p.dtype == torch.float32 for p in tiny_model.parameters())
     assert tiny_model.names == ["circle", "square", "triangle", "star", "cross"]
-    assert tiny_model.meta["source_dtype"] == "float16"
+    assert tiny_model.meta.source_dtype == "float16"
 
 
 def test_refuses_os_system_and_does_not_run_it(tmp_path):
@@ -103,7 +103,7 @@ def test_official_deploy_format_with_ema_precedence(tmp_path):
     path = tmp_path / "deploy.pt"
     save_official(model, path, ema_model=ema, extra={"best_fitness": np.array([0.25])})
     loaded = fyexport.load(path)
-    assert loaded.meta["which"] == "ema" and type(loaded.head).__name__ == "Detect"
+    assert loaded.meta.get("which") == "ema" and type(loaded.head).__name__ == "Detect"
     x = torch.rand(1, 3, 160, 160)
     with torch.no_grad():
         ref = ema.half().float()(x)[0]
@@ -132,7 +132,7 @@ def test_own_format_roundtrip(tmp_path, tiny_model):
     m = fyexport.load(TINY, fuse=True)
     fyexport.save(m, path, meta={"note": "x"})
     back = fyexport.load(path)
-    assert back.is_fused and back.meta["note"] == "x" and back.names == m.names
+    assert back.is_fused and back.meta.get("note") == "x" and back.names == m.names
     x = torch.rand(1, 3, 256, 256)
     with torch.no_grad():
         assert torch.equal(back(x)[0], m(x)[0])

@@ -51,9 +51,10 @@ def test_metadata_travels_in_the_onnx(exported):
     from fyexport.onnx.facts import read_meta
 
     meta = read_meta(exported["tiny"][1].path)
-    assert meta["names"] == ["circle", "square", "triangle", "star", "cross"]
-    assert meta["img_size"] == [640, 640] and meta["stride"] == [8, 16, 32] and meta["batch"] == 1
-    assert meta["preprocessing"]["pad_value"] == 114
+    assert meta.names == ("circle", "square", "triangle", "star", "cross")
+    assert meta.img_size == (640, 640) and meta.stride == (8, 16, 32) and meta.batch == 1
+    assert meta.preprocessing["pad_value"] == 114
+    assert meta.to_dict()["names"] == list(meta.names)  # written back as it was read
 
 
 def test_dynamic_batch(tmp_path, tiny_model):
@@ -92,7 +93,7 @@ def test_export_cli_and_size_rounding(tmp_path):
     assert "320" in proc.stderr  # 300 rounded up to a multiple of 32
     from fyexport.onnx.facts import read_meta
 
-    assert read_meta(out)["img_size"] == [320, 416]
+    assert read_meta(out).img_size == (320, 416)
 
 
 def test_export_cli_refuses_bad_output_name(tmp_path):

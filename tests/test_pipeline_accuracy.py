@@ -56,7 +56,7 @@ def test_teacher_agreement_falls_with_a_worse_model(teacher_dets, tiny_model):
 
     from fyexport.evaluation.agreement import teacher_agreement
     from fyexport.evaluation.detections import detect
-    from fyexport.prune import prune
+    from fyexport.prune import PruneConfig, prune
     from fyexport.runners.torch_runner import TorchRunner
 
     images, t = teacher_dets
@@ -66,7 +66,8 @@ def test_teacher_agreement_falls_with_a_worse_model(teacher_dets, tiny_model):
         for p in noisy.parameters():
             p.mul_(1 + 0.02 * torch.randn(p.shape, generator=g))
     close = teacher_agreement(detect(TorchRunner(noisy, img_size=320), images), t, 5)
-    pruned = teacher_agreement(detect(TorchRunner(prune(tiny_model, 0.5)[0], img_size=320), images), t, 5)
+    pruned_model = prune(tiny_model, PruneConfig(ratio=0.5))[0]
+    pruned = teacher_agreement(detect(TorchRunner(pruned_model, img_size=320), images), t, 5)
     assert 0.3 < close < 1.0 and pruned < 0.5 * close
 
 

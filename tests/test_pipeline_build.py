@@ -72,12 +72,13 @@ def test_build_end_to_end_cache_and_calib_change(data, tmp_path):
 
 def test_interrupted_calibration_resumes_byte_identical(data, tmp_path, monkeypatch):
     import fyexport.data.images as pre
-    from fyexport.pipeline.build import BuildOptions, run_build
+    from fyexport.core.config import make_config
+    from fyexport.pipeline.build import BuildConfig, run_build
 
     root, yaml_path = data
-    kw = dict(weights=str(TINY), calib=str(root / "images/train"), prune=0.0, img_size=320, num_images=16,
-              bench=False, bias_correction=4)
-    run_build(BuildOptions(out=str(tmp_path / "ref"), **kw), command="test")
+    kw = {"weights": str(TINY), "calib": str(root / "images/train"), "prune.ratio": 0.0, "img_size": 320,
+          "calibrate.num_images": 16, "run_bench": False, "calibrate.bias_correction": 4}
+    run_build(make_config(BuildConfig, {"out": str(tmp_path / "ref"), **kw}), command="test")
     real, calls = pre.read_image, {"n": 0}
 
     def flaky(p):
@@ -88,10 +89,10 @@ def test_interrupted_calibration_resumes_byte_identical(data, tmp_path, monkeypa
 
     monkeypatch.setattr(pre, "read_image", flaky)
     with pytest.raises(KeyboardInterrupt):
-        run_build(BuildOptions(out=str(tmp_path / "run"), **kw), command="test")
+        run_build(make_config(BuildConfig, {"out": str(tmp_path / "run"), **kw}), command="test")
     assert not (tmp_path / "run/calib.cache").exists()
     monkeypatch.setattr(pre, "read_image", real)
-    run_build(BuildOptions(out=str(tmp_path / "run"), **kw), command="test")
+    run_build(make_config(BuildConfig, {"out": str(tmp_path / "run"), **kw}), command="test")
     for name in ("model.onnx", "calib.cache", "calib.json", "model.qdq.onnx", "model.qdq.fp16.onnx",
                  "model.qdq.cpu.onnx"):
         a, b = (tmp_path / "ref" / name).read_bytes(), (tmp_path / "run" / name).read_bytes()

@@ -13,21 +13,22 @@ from conftest import CFG_DIR, FIXTURES, TINY, needs_shared, run_cli
 def test_seed_reproduction_exact():
     """deploy/yolov7 nc=80, fused, ratio 0.5, L2, head ignored, no rounding, counted at 224."""
     from fyexport import build_model
-    from fyexport.prune import prune
+    from fyexport.prune import PruneConfig, prune
 
     ref = json.loads((FIXTURES / "reference.json").read_text())["seed_pruning_yolov7_fused_224"]
-    _, res = prune(build_model(CFG_DIR / "deploy/yolov7.yaml"), 0.5, "l2", round_to=None, count_size=224)
+    cfg = PruneConfig(ratio=0.5, importance="l2", round_to=0, count_size=224)
+    _, res = prune(build_model(CFG_DIR / "deploy/yolov7.yaml"), cfg)
     assert (res.macs_before, res.macs_after) == (ref["macs_before"], ref["macs_after"])
     assert (res.params_before, res.params_after) == (ref["params_before"], ref["params_after"])
 
 
 def test_prune_keeps_head_outputs_rounds_channels_and_needs_no_grad_flags(tiny_model):
     """A stripped checkpoint has requires_grad off; pruning must still remove channels."""
-    from fyexport.prune import prune
+    from fyexport.prune import PruneConfig, prune
 
     for p in tiny_model.parameters():
         p.requires_grad_(False)
-    pruned, res = prune(tiny_model, 0.5, "l2", round_to=8)
+    pruned, res = prune(tiny_model, PruneConfig(ratio=0.5, importance="l2", round_to=8))
     assert res.macs_after < 0.3 * res.macs_before
     assert [c.out_channels for c in pruned.head.m] == [30, 30, 30]
     convs = [m for n, m in pruned.named_modules() if isinstance(m, torch.nn.Conv2d) and ".m." not in n]
@@ -36,9 +37,9 @@ def test_prune_keeps_head_outputs_rounds_channels_and_needs_no_grad_flags(tiny_m
 
 
 def test_prune_training_graph_keeps_implicits_consistent(tiny_model):
-    from fyexport.prune import prune
+    from fyexport.prune import PruneConfig, prune
 
-    pruned, res = prune(tiny_model, 0.3, fuse=False)
+    pruned, res = prune(tiny_model, PruneConfig(ratio=0.3, fuse=False))
     assert not pruned.is_fused and type(pruned.head).__name__ == "IDetect"
     x = torch.rand(1, 3, 256, 256)
     with torch.no_grad():
@@ -52,12 +53,12 @@ def test_pruned_model_roundtrip_and_onnx_parity(tmp_path, tiny_model):
     import onnxruntime as ort
 
     import fyexport
-    from fyexport.prune import prune
+    from fyexport.prune import PruneConfig, prune
 
-    pruned, _ = prune(tiny_model, 0.5)
+    pruned, _ = prune(tiny_model, PruneConfig(ratio=0.5))
     fyexport.save(pruned, tmp_path / "p.pt")
     back = fyexport.load(tmp_path / "p.pt")
-    assert back.meta["prune"]["ratio"] == 0.5
+    assert back.meta.prune["ratio"] == 0.5
     proc = run_cli("export", tmp_path / "p.pt", "-o", tmp_path / "p.onnx", "--img-size", "320")
     assert proc.returncode == 0, proc.stderr
     x = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)

@@ -432,15 +432,16 @@ def test_auto_exclude_keeps_the_most_harmful_groups_in_float(tiny_onnx, calib_im
 
 
 def test_build_keeps_sensitive_groups_float_by_default_only_when_pruning():
-    from fyexport.pipeline.build import AUTO_EXCLUDE_PRUNED, BuildOptions
+    from fyexport.core.config import make_config
+    from fyexport.pipeline.build import AUTO_EXCLUDE_PRUNED, BuildConfig
 
-    def opts(**kw):
-        return BuildOptions(weights="w.pt", calib="c", out="o", **kw)
+    def opts(ratio, **kw):
+        return make_config(BuildConfig, {"weights": "w.pt", "calib": "c", "out": "o", "prune.ratio": ratio, **kw})
 
-    assert opts(prune=0.5).sensitive_groups_in_float == AUTO_EXCLUDE_PRUNED == 4
-    assert opts(prune=0.0).sensitive_groups_in_float == 0
-    assert opts(prune=0.5, auto_exclude=0).sensitive_groups_in_float == 0
-    assert opts(prune=0.0, auto_exclude=2).sensitive_groups_in_float == 2
+    assert opts(0.5).sensitive_groups_in_float == AUTO_EXCLUDE_PRUNED == 4
+    assert opts(0.0).sensitive_groups_in_float == 0
+    assert opts(0.5, auto_exclude=0).sensitive_groups_in_float == 0
+    assert opts(0.0, auto_exclude=2).sensitive_groups_in_float == 2
 
 
 def test_method_auto_picks_the_lowest_output_error(tiny_onnx, calib_images, tmp_path):

@@ -37,9 +37,9 @@ def _weights(path):
 
 
 def _pruned(tiny_model, ratio=0.3):
-    from fyexport.prune import prune
+    from fyexport.prune import PruneConfig, prune
 
-    return prune(tiny_model, ratio)[0]
+    return prune(tiny_model, PruneConfig(ratio=ratio))[0]
 
 
 def test_recover_improves_on_pruned(tmp_path, tiny_model, shapes_small):
@@ -66,7 +66,7 @@ def test_recover_improves_on_pruned(tmp_path, tiny_model, shapes_small):
     assert summary["images_per_s"] > 0 and 0 <= summary["input_wait_share"] < 1
     assert after < 0.9 * before
     back = fyexport.load(tmp_path / "r.pt")
-    assert back.meta["recover"]["epochs"] == 5 and not (tmp_path / "r.recover-state.pt").exists()
+    assert back.meta.recover["epochs"] == 5 and not (tmp_path / "r.recover-state.pt").exists()
 
 
 def test_loader_with_workers_yields_the_same_batches(shapes_small):
@@ -181,7 +181,7 @@ def test_two_gloo_processes_match_one_process_with_twice_the_batch(tmp_path, sha
     another seed differs by about as much as training moved the weights.  No reconstruction
     here, so that the weight change is the gradient steps' alone."""
     import fyexport
-    from fyexport.prune import prune
+    from fyexport.prune import PruneConfig, prune
 
     one, two, other = tmp_path / "one.pt", tmp_path / "two.pt", tmp_path / "other.pt"
     single = [sys.executable, str(HERE / "dist_recover.py")]
@@ -195,7 +195,8 @@ def test_two_gloo_processes_match_one_process_with_twice_the_batch(tmp_path, sha
     def flat(w):
         return torch.cat([v.flatten() for v in w.values()])
 
-    w0 = {k: v.float() for k, v in prune(fyexport.load(TINY), 0.3)[0].state_dict().items() if v.dtype.is_floating_point}
+    start = prune(fyexport.load(TINY), PruneConfig(ratio=0.3))[0].state_dict()
+    w0 = {k: v.float() for k, v in start.items() if v.dtype.is_floating_point}
     z, a, b, c = flat(w0), flat(_weights(one)), flat(_weights(two)), flat(_weights(other))
     moved, apart, seed_apart = (a - z).abs().mean(), (a - b).abs().mean(), (a - c).abs().mean()
     assert moved > 1e-4 and apart < 1e-3 * moved and seed_apart > 0.5 * moved
@@ -204,8 +205,7 @@ def test_two_gloo_processes_match_one_process_with_twice_the_batch(tmp_path, sha
 def test_two_process_run_interrupted_and_resumed_ends_identical(tmp_path, shapes_small):
     straight, resumed = tmp_path / "a" / "r.pt", tmp_path / "b" / "r.pt"
     assert _torchrun(2, HERE / "dist_recover.py", straight, shapes_small, 2, 3, 0).returncode == 0
-    cut = _torchrun(2, HERE / "dist_recover.py", resumed, shapes_small, 2, 3, 0,
-                    env={"FYEXPORT_RECOVER_INTERRUPT_AT": "3"})
+    cut = _torchrun(2, HERE / "dist_recover.py", resumed, shapes_small, 2, 3, 0, "interrupt-at=3")
     assert cut.returncode != 0 and not resumed.exists() and (resumed.parent / "r.recover-state.pt").exists()
     proc = _torchrun(2, HERE / "dist_recover.py", resumed, shapes_small, 2, 3, 0, "resume")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -277,7 +277,7 @@ def test_reconstruction_brings_the_pruned_model_near_the_teacher(tiny_model, sha
     import fyexport
     from fyexport.data.images import prepare, read_image
     from fyexport.data.labels import load_data_yaml
-    from fyexport.prune import prune
+    from fyexport.prune import PruneConfig, prune
     from fyexport.recover.loss import DistillLoss
     from fyexport.recover.reconstruct import reconstruct
 
@@ -287,7 +287,7 @@ def test_reconstruction_brings_the_pruned_model_near_the_teacher(tiny_model, sha
     spec = load_data_yaml(shapes_small)
     train, val = batch(spec.images("train")[:8]), batch(spec.images("val")[:6])
     teacher = fyexport.load(TINY).eval()
-    student, _ = prune(tiny_model, 0.5, fuse=False)
+    student, _ = prune(tiny_model, PruneConfig(ratio=0.5, fuse=False))
     kd = DistillLoss(3)
     with torch.no_grad():
         t_out = teacher(val)[1]

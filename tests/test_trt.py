@@ -71,12 +71,12 @@ def test_int8_qdq_build_and_run(version, artifacts, tmp_path, monkeypatch):
 
     from fyexport.quantize import ARTIFACTS
     from fyexport.runners.trt import TrtRunner
-    from fyexport.trt.engine import BuildConfig, build_engine, preferred_qdq_flavour
+    from fyexport.trt.engine import EngineConfig, build_engine, preferred_qdq_flavour
 
     trt = _install(monkeypatch, version)
     src = artifacts / "cal" / ARTIFACTS[preferred_qdq_flavour(trt)]
     eng = tmp_path / "m.engine"
-    res = build_engine(src, eng, BuildConfig(precision="int8", timing_cache=str(tmp_path / "t.cache")))
+    res = build_engine(src, eng, EngineConfig(precision="int8", timing_cache=str(tmp_path / "t.cache")))
     plan = json.loads(eng.read_bytes())
     weak = version == V10_8
     assert plan["int8"] and plan["strongly_typed"] == (not weak)
@@ -106,7 +106,7 @@ def test_trt_plugin_nms_needs_the_plugin_library(fake_trt, artifacts, tmp_path, 
     registered it: fyexport must call it before parsing and before deserializing (old code did
     not, so the build failed with 'Plugin not found' and the engine could not be loaded)."""
     from fyexport.runners.trt import TrtRunner
-    from fyexport.trt.engine import BuildConfig, build_engine
+    from fyexport.trt.engine import EngineConfig, build_engine
 
     trt = fake_trt
     parser = trt.OnnxParser(trt.Builder(trt.Logger()).create_network(0), trt.Logger())
@@ -115,7 +115,7 @@ def test_trt_plugin_nms_needs_the_plugin_library(fake_trt, artifacts, tmp_path, 
     assert err.desc() == PLUGIN_NOT_FOUND and err.code() == trt.ErrorCode.INVALID_NODE
     assert "operator: EfficientNMS_TRT (checkFallbackPluginImporter): INVALID_NODE" in str(err)
 
-    build_engine(artifacts / "nms.onnx", tmp_path / "n.engine", BuildConfig(precision="fp32", max_batch=2))
+    build_engine(artifacts / "nms.onnx", tmp_path / "n.engine", EngineConfig(precision="fp32", max_batch=2))
     fresh = _install(monkeypatch, trt.__version__)  # a new process: an empty plugin registry
     assert fresh.Runtime(fresh.Logger()).deserialize_cuda_engine((tmp_path / "n.engine").read_bytes()) is None
     x = np.random.default_rng(1).random((2, 3, 256, 256), dtype=np.float32)
@@ -139,12 +139,12 @@ def test_silent_fp32_is_refused(fake_trt, artifacts, tmp_path):
     contain the weights' names (*_w_int8), which the old name-based count took for INT8."""
     from fyexport.core.errors import FyexportError
     from fyexport.quantize import ARTIFACTS
-    from fyexport.trt.engine import BuildConfig, build_engine, preferred_qdq_flavour
+    from fyexport.trt.engine import EngineConfig, build_engine, preferred_qdq_flavour
 
     src = artifacts / "cal" / ARTIFACTS[preferred_qdq_flavour(fake_trt)]
     fake_trt._fake_int8_kernels = False
     with pytest.raises(FyexportError, match="silent FP32"):
-        build_engine(src, tmp_path / "m.engine", BuildConfig(precision="int8"))
+        build_engine(src, tmp_path / "m.engine", EngineConfig(precision="int8"))
     assert not (tmp_path / "m.engine").exists()
 
 
@@ -152,10 +152,10 @@ def test_int8_convs_are_counted_from_the_inspector_json(fake_trt, artifacts, tmp
     import onnx
 
     from fyexport.quantize import ARTIFACTS
-    from fyexport.trt.engine import BuildConfig, build_engine, preferred_qdq_flavour
+    from fyexport.trt.engine import EngineConfig, build_engine, preferred_qdq_flavour
 
     src = artifacts / "cal" / ARTIFACTS[preferred_qdq_flavour(fake_trt)]
-    meta = build_engine(src, tmp_path / "m.engine", BuildConfig(precision="int8")).meta
+    meta = build_engine(src, tmp_path / "m.engine", EngineConfig(precision="int8")).meta
     g = onnx.load(str(src)).graph
     dq_out = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
     convs = [n for n in g.node if n.op_type == "Conv"]
@@ -194,10 +194,10 @@ def test_layer_counts_on_both_json_layouts():
 def test_trt_entropy_uses_every_image_at_the_profile_shape(version, artifacts, tmp_path, monkeypatch):
     """TensorRT reads each calibration batch at the calibration profile's OPT shape; with the
     default profile (OPT 1) the old code's batches of 4 fed it one image in four."""
-    from fyexport.trt.engine import BuildConfig, build_engine
+    from fyexport.trt.engine import EngineConfig, build_engine
 
     _install(monkeypatch, version)
-    cfg = BuildConfig(precision="int8", calibrator="trt-entropy", calib_images=str(artifacts / "data/images/train"),
+    cfg = EngineConfig(precision="int8", calibrator="trt-entropy", calib_images=str(artifacts / "data/images/train"),
                       calib_num_images=8, calib_batch=4)
     build_engine(artifacts / "dyn.onnx", tmp_path / "e.engine", cfg)
     cal = json.loads((tmp_path / "e.engine").read_bytes())["calibration"]
@@ -209,9 +209,9 @@ def test_trt_entropy_uses_every_image_at_the_profile_shape(version, artifacts, t
 
 def test_trt_entropy_calibrator_is_version_gated(fake_trt, artifacts, tmp_path):
     from fyexport.core.errors import FyexportError
-    from fyexport.trt.engine import BuildConfig, build_engine
+    from fyexport.trt.engine import EngineConfig, build_engine
 
-    cfg = BuildConfig(precision="int8", calibrator="trt-entropy", calib_images=str(artifacts / "data/images/train"),
+    cfg = EngineConfig(precision="int8", calibrator="trt-entropy", calib_images=str(artifacts / "data/images/train"),
                       calib_num_images=8, calib_batch=1)
     if _eleven(fake_trt):
         with pytest.raises(FyexportError, match="removed implicit INT8"):
@@ -230,9 +230,9 @@ def test_batch_outside_the_profile_is_refused(fake_trt, artifacts, tmp_path):
     ignored that and ran with the previous shape."""
     from fyexport.core.errors import InputError
     from fyexport.runners.trt import TrtRunner
-    from fyexport.trt.engine import BuildConfig, build_engine
+    from fyexport.trt.engine import EngineConfig, build_engine
 
-    build_engine(artifacts / "dyn.onnx", tmp_path / "d.engine", BuildConfig(min_batch=1, opt_batch=2, max_batch=4))
+    build_engine(artifacts / "dyn.onnx", tmp_path / "d.engine", EngineConfig(min_batch=1, opt_batch=2, max_batch=4))
     with TrtRunner(tmp_path / "d.engine", device="cpu") as r:
         assert r.infer(np.zeros((2, 3, 256, 256), np.float32)).shape == (2, 4032, 10)
         assert not r.context.set_input_shape("images", (8, 3, 256, 256))  # the stand-in, like TensorRT
@@ -242,12 +242,12 @@ def test_batch_outside_the_profile_is_refused(fake_trt, artifacts, tmp_path):
 
 
 def test_bench_times_only_the_batches_an_engine_accepts(fake_trt, artifacts, tmp_path):
-    from fyexport.bench.plan import BenchOptions, Target
+    from fyexport.bench.plan import BenchConfig, Target
     from fyexport.bench.run import _bench_target, _Context
-    from fyexport.trt.engine import BuildConfig, build_engine
+    from fyexport.trt.engine import EngineConfig, build_engine
 
-    build_engine(artifacts / "dyn.onnx", tmp_path / "d.engine", BuildConfig(min_batch=1, max_batch=2))
-    o = BenchOptions(batches=(1, 8), warmup=0.0, duration=0.01, img_size=256, agreement_images=0, e2e=False)
+    build_engine(artifacts / "dyn.onnx", tmp_path / "d.engine", EngineConfig(min_batch=1, max_batch=2))
+    o = BenchConfig(batches=(1, 8), warmup=0.0, duration=0.01, img_size=256, agreement_images=0, e2e=False)
     ctx = _Context(str(TINY), o, "cpu", (256, 256), None, [], tmp_path)
     bar = type("Bar", (), {"advance": lambda self, n=1: None})()
     rows = _bench_target(Target(str(tmp_path / "d.engine"), "candidate", "tensorrt"), ctx, bar)
@@ -257,23 +257,23 @@ def test_bench_times_only_the_batches_an_engine_accepts(fake_trt, artifacts, tmp
 # -- defect 5: timing caches TensorRT refuses -------------------------------------------------------
 
 def test_timing_cache_from_another_version_or_gpu(fake_trt, artifacts, tmp_path, warned):
-    from fyexport.trt.engine import BuildConfig, build_engine
+    from fyexport.trt.engine import EngineConfig, build_engine
 
     other = make_fake_trt(V10_8 if _eleven(fake_trt) else V11_1)
     cache = tmp_path / "t.cache"
     cache.write_bytes(bytes(other.Builder(other.Logger()).create_builder_config().create_timing_cache(b"")
                             .serialize()))
     before = cache.read_bytes()
-    build_engine(artifacts / "fp32.onnx", tmp_path / "a.engine", BuildConfig(timing_cache=str(cache)))
+    build_engine(artifacts / "fp32.onnx", tmp_path / "a.engine", EngineConfig(timing_cache=str(cache)))
     assert any("cannot read this timing cache" in w for w in warned) and cache.read_bytes() == before
     assert not json.loads((tmp_path / "a.engine").read_bytes())["timing_cache"]
 
     cache.unlink()
     fake_trt._fake_gpu = "NVIDIA A100-SXM4-80GB"
-    build_engine(artifacts / "fp32.onnx", tmp_path / "b.engine", BuildConfig(timing_cache=str(cache)))
+    build_engine(artifacts / "fp32.onnx", tmp_path / "b.engine", EngineConfig(timing_cache=str(cache)))
     before = cache.read_bytes()
     fake_trt._fake_gpu = "NVIDIA H200"
-    build_engine(artifacts / "fp32.onnx", tmp_path / "c.engine", BuildConfig(timing_cache=str(cache)))
+    build_engine(artifacts / "fp32.onnx", tmp_path / "c.engine", EngineConfig(timing_cache=str(cache)))
     assert any("made on another GPU" in w for w in warned) and cache.read_bytes() == before
     assert not json.loads((tmp_path / "c.engine").read_bytes())["timing_cache"]
 
@@ -288,7 +288,7 @@ def test_fp16_qdq_model_keeps_scales_positive_and_resize_scales_fp32(artifacts, 
 
     from fyexport.quantize.graph import analyse
     from fyexport.quantize.qdq import to_fp16
-    from fyexport.trt.engine import BuildConfig, build_engine
+    from fyexport.trt.engine import EngineConfig, build_engine
 
     qdq = onnx.load(str(artifacts / "cal/model.qdq.onnx"))
     inits = {i.name: i for i in qdq.graph.initializer}
@@ -312,7 +312,7 @@ def test_fp16_qdq_model_keeps_scales_positive_and_resize_scales_fp32(artifacts, 
     parser = trt.OnnxParser(trt.Builder(trt.Logger()).create_network(0), trt.Logger())
     assert parser.parse_from_file(str(tmp_path / "q16.onnx")), [str(parser.get_error(i))
                                                                    for i in range(parser.num_errors)]
-    build_engine(tmp_path / "q16.onnx", tmp_path / "q.engine", BuildConfig(precision="int8"))
+    build_engine(tmp_path / "q16.onnx", tmp_path / "q.engine", EngineConfig(precision="int8"))
 
 
 def test_parser_refuses_zero_scales_like_tensorrt(artifacts, tmp_path):
@@ -383,11 +383,11 @@ def test_cpp_example_compiles_without_warnings(version, tmp_path):
 def test_qdq_typing_per_release(version, artifacts, tmp_path, monkeypatch):
     """10.0-10.11 build Q/DQ weakly typed with the INT8 and FP16 flags (not yet deprecated there);
     from 10.12, which deprecated weak typing, the FP16 Q/DQ model is built strongly typed."""
-    from fyexport.trt.engine import BuildConfig, build_engine, preferred_qdq_flavour
+    from fyexport.trt.engine import EngineConfig, build_engine, preferred_qdq_flavour
 
     trt = _install(monkeypatch, version)
     assert preferred_qdq_flavour(trt) == ("trt" if version == V10_8 else "trt-fp16")
-    build_engine(artifacts / "cal/model.qdq.fp16.onnx", tmp_path / "m.engine", BuildConfig(precision="int8"))
+    build_engine(artifacts / "cal/model.qdq.fp16.onnx", tmp_path / "m.engine", EngineConfig(precision="int8"))
     plan = json.loads((tmp_path / "m.engine").read_bytes())
     if version == V10_8:
         assert not plan["strongly_typed"] and set(plan["flags"]) == {"INT8", "FP16"}
@@ -398,9 +398,9 @@ def test_qdq_typing_per_release(version, artifacts, tmp_path, monkeypatch):
 # -- the rest of the contract ----------------------------------------------------------------------
 
 def test_fp16_without_the_fp16_flag_is_baked(fake_trt, artifacts, tmp_path):
-    from fyexport.trt.engine import BuildConfig, build_engine
+    from fyexport.trt.engine import EngineConfig, build_engine
 
-    build_engine(artifacts / "fp32.onnx", tmp_path / "h.engine", BuildConfig(precision="fp16"))
+    build_engine(artifacts / "fp32.onnx", tmp_path / "h.engine", EngineConfig(precision="fp16"))
     plan = json.loads((tmp_path / "h.engine").read_bytes())
     if _eleven(fake_trt):
         assert plan["strongly_typed"] and plan["onnx"].endswith("h.fp16.onnx") and plan["flags"] == []
@@ -410,9 +410,9 @@ def test_fp16_without_the_fp16_flag_is_baked(fake_trt, artifacts, tmp_path):
 
 def test_dynamic_batch_profile(fake_trt, artifacts, tmp_path):
     from fyexport.runners.trt import TrtRunner
-    from fyexport.trt.engine import BuildConfig, build_engine
+    from fyexport.trt.engine import EngineConfig, build_engine
 
-    build_engine(artifacts / "dyn.onnx", tmp_path / "d.engine", BuildConfig(precision="fp32", min_batch=1,
+    build_engine(artifacts / "dyn.onnx", tmp_path / "d.engine", EngineConfig(precision="fp32", min_batch=1,
                                                                                opt_batch=4, max_batch=8))
     plan = json.loads((tmp_path / "d.engine").read_bytes())
     assert plan["profiles"] == [{"images": [[1, 3, 256, 256], [4, 3, 256, 256], [8, 3, 256, 256]]}]
@@ -423,10 +423,10 @@ def test_dynamic_batch_profile(fake_trt, artifacts, tmp_path):
 def test_engine_from_another_version_is_refused(artifacts, tmp_path, monkeypatch):
     from fyexport.core.errors import InputError
     from fyexport.runners.trt import TrtRunner
-    from fyexport.trt.engine import BuildConfig, build_engine
+    from fyexport.trt.engine import EngineConfig, build_engine
 
     _install(monkeypatch, V10_16)
-    build_engine(artifacts / "fp32.onnx", tmp_path / "a.engine", BuildConfig(precision="fp32"))
+    build_engine(artifacts / "fp32.onnx", tmp_path / "a.engine", EngineConfig(precision="fp32"))
     _install(monkeypatch, V11_1)
     with pytest.raises(InputError, match="Rebuild on this machine with: .*fyexport engine"):
         TrtRunner(tmp_path / "a.engine", device="cpu").load()
@@ -434,12 +434,12 @@ def test_engine_from_another_version_is_refused(artifacts, tmp_path, monkeypatch
 
 def test_parser_errors_are_reported(fake_trt, tmp_path):
     from fyexport.core.errors import FyexportError, InputError
-    from fyexport.trt.engine import BuildConfig, build_engine
+    from fyexport.trt.engine import EngineConfig, build_engine
 
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
     with pytest.raises((FyexportError, InputError)):
-        build_engine(bad, tmp_path / "x.engine", BuildConfig())
+        build_engine(bad, tmp_path / "x.engine", EngineConfig())
 
 
 def test_engine_command_without_tensorrt(artifacts, tmp_path):
@@ -476,12 +476,12 @@ def test_real_engine_matches_onnxruntime(precision, artifacts, tmp_path):
     import tensorrt as trt
 
     from fyexport.runners.trt import TrtRunner
-    from fyexport.trt.engine import BuildConfig, build_engine
+    from fyexport.trt.engine import EngineConfig, build_engine
 
     v11 = int(trt.__version__.split(".")[0]) >= 11
     src = artifacts / ("fp32.onnx" if precision == "fp32" else
                        ("cal/model.qdq.fp16.onnx" if v11 else "cal/model.qdq.onnx"))
-    res = build_engine(src, tmp_path / "m.engine", BuildConfig(precision=precision))
+    res = build_engine(src, tmp_path / "m.engine", EngineConfig(precision=precision))
     if precision == "int8":
         assert res.meta["int8_layers"] > 0
     x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)

@@ -2,8 +2,8 @@
 
 ``plan`` (what is timed), ``timing`` (how), ``run`` (the loop over targets and batches),
 ``report`` (rows, speedups, the table, the plot)."""
-from .plan import BenchOptions
+from .plan import BenchConfig
 from .report import plot, render
 from .run import run_bench
 
-__all__ = ["BenchOptions", "plot", "render", "run_bench"]
+__all__ = ["BenchConfig", "plot", "render", "run_bench"]

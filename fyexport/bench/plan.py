@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.errors import InputError
+from ..core.config import require
+from ..core.imgsize import DEFAULT_IMG_SIZE
 from ..core.log import G_LOGGER
+from ..runners import RUNTIMES
 
 
 @dataclass
@@ -27,11 +29,13 @@ class Target:
 
 
 @dataclass
-class BenchOptions:
+class BenchConfig:
+    """The bench stage's settings."""
+
     runtime: str = "auto"
     device: str = "auto"
     batches: tuple = (1,)
-    img_size: object = 640
+    img_size: object = DEFAULT_IMG_SIZE
     warmup: float = 0.2
     duration: float = 3.0
     data: object = None  # data yaml (adds mAP to every row)
@@ -43,10 +47,15 @@ class BenchOptions:
     workdir: object = None  # where the baseline's exports go (default: a temporary folder)
 
     def validate(self) -> None:
-        if self.duration <= 0 or self.warmup < 0:
-            raise InputError("--duration must be > 0 and --warmup >= 0")
-        if not self.batches or any(b < 1 for b in self.batches):
-            raise InputError(f"--batch must list positive sizes, got {list(self.batches)}")
+        require(self.duration > 0, "duration", f"must be > 0, got {self.duration}")
+        require(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
+        require(bool(self.batches) and all(b >= 1 for b in self.batches), "batches",
+                f"must list positive sizes, got {list(self.batches)}")
+        require(self.runtime in RUNTIMES, "runtime", f"must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        require(self.agreement_images >= 0, "agreement_images", f"must be >= 0, got {self.agreement_images}")
+
+
+BenchOptions = BenchConfig  # the 0.1 name, for one release
 
 
 def plan_targets(artifacts: list, baseline: str, runtime: str, device: str) -> list:
@@ -71,7 +80,7 @@ def plan_targets(artifacts: list, baseline: str, runtime: str, device: str) -> l
         elif k == "engine" and runtime in ("auto", "tensorrt"):
             targets.append(Target(p, "candidate", "tensorrt"))
         elif runtime != "auto":
-            G_LOGGER.warning(f"{p}: a {k} does not run on --runtime {runtime}; skipped")
+            G_LOGGER.warning(f"{p}: a {k} does not run on the `runtime` {runtime}; skipped")
     if runtime in ("auto", "onnxruntime") and any(kinds[p] == "onnx" for p in artifacts):
         # first: on a CPU the baseline's mAP is then measured on ONNX Runtime (much faster than
         # eager PyTorch) and shared with the PyTorch baseline row, which computes the same thing
@@ -90,7 +99,7 @@ def baseline_onnx(weights, workdir, hw) -> Path:
         from ..onnx.export import export_onnx
 
         G_LOGGER.info(f"exporting the baseline to {out} for the ONNX Runtime comparison")
-        export_onnx(load(weights), out, hw, dynamic_batch=True)
+        export_onnx(load(weights), out, img_size=hw, dynamic_batch=True)
     return out
 
 
@@ -101,9 +110,9 @@ def materialise_baseline(t: Target, baseline: str, work: Path, hw, dev: str, max
     elif t.export == "engine":
         out = work / "baseline.fp32.engine"
         if not out.exists():
-            from ..trt.engine import BuildConfig, build_engine
+            from ..trt.engine import EngineConfig, build_engine
 
             build_engine(baseline_onnx(baseline, work, hw), out,
-                         BuildConfig(precision="fp32", min_batch=1, opt_batch=max_batch, max_batch=max_batch))
+                         EngineConfig(precision="fp32", min_batch=1, opt_batch=max_batch, max_batch=max_batch))
         t.path = str(out)
     return t.path

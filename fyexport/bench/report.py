@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import __version__
 from ..core.log import G_LOGGER
-from .plan import BenchOptions
+from .plan import BenchConfig
 from .timing import CV_WARN
 
 SCHEMA_VERSION = 1
@@ -42,7 +42,7 @@ class Row:
     notes: list = field(default_factory=list)
 
 
-def make_report(rows: list, artifacts: list, baseline: str, o: BenchOptions, dev: str, hw) -> dict:
+def make_report(rows: list, artifacts: list, baseline: str, o: BenchConfig, dev: str, hw) -> dict:
     from ..core.machine import machine_info
 
     return {

@@ -16,19 +16,19 @@ from pathlib import Path
 
 from ..core.errors import InputError
 from ..core.log import G_LOGGER, progress
-from .plan import BenchOptions, Target, materialise_baseline, plan_targets
+from .plan import BenchConfig, Target, materialise_baseline, plan_targets
 from .report import Row, fill_speedups, make_report, model_numbers
 from .timing import CV_WARN, Stats, end_to_end, input_batch, timed_loop
 
 
-def run_bench(artifacts: list, baseline: str, options: BenchOptions | None = None, **overrides) -> dict:
+def run_bench(artifacts: list, baseline: str, options: BenchConfig | None = None, **overrides) -> dict:
     """Benchmark ``artifacts`` against the unpruned FP32 ``baseline`` checkpoint; returns the
-    JSON-able report (see ``benchmarks/schema.json``).  ``overrides`` set BenchOptions fields."""
+    JSON-able report (see ``benchmarks/schema.json``).  ``overrides`` set BenchConfig fields."""
     from ..core.errors import check_file
     from ..core.machine import resolve_device
     from ..data.images import normalize_img_size
 
-    o = replace(options or BenchOptions(), **overrides)
+    o = replace(options or BenchConfig(), **overrides)
     o.validate()
     check_file(baseline, "baseline checkpoint")
     for a in artifacts:
@@ -54,7 +54,7 @@ def run_bench(artifacts: list, baseline: str, options: BenchOptions | None = Non
 @dataclass
 class _Context:
     baseline: str
-    o: BenchOptions
+    o: BenchConfig
     dev: str
     hw: tuple
     spec: object
@@ -77,17 +77,11 @@ def _bench_target(t: Target, ctx: _Context, bar) -> list:
         info = runner.info
         name = t.name(ctx.baseline)
         if tuple(info.input_hw) != tuple(ctx.hw):
-            raise InputError(f"{name}: built for input {tuple(info.input_hw)}, but --img-size is {ctx.hw}",
+            raise InputError(f"{name}: built for input {tuple(info.input_hw)}, but `img_size` is {ctx.hw}",
                              "Benchmark at the artifact's size or re-export it")
         if ctx.spec is not None and info.nc != ctx.spec.nc:
             raise InputError(f"{name}: the model has {info.nc} classes but {ctx.spec.path} has {ctx.spec.nc}")
-        sizes = [b for b in ctx.o.batches if info.batch in (None, b)]
-        if hasattr(runner, "accepted_batches"):  # a TensorRT engine: only the batches its profile accepts
-            sizes = runner.accepted_batches(ctx.o.batches)
-        elif not sizes:
-            G_LOGGER.warning(f"{name}: static batch {info.batch}, not in --batch {list(ctx.o.batches)}; "
-                             f"timing batch {info.batch}")
-            sizes = [info.batch]
+        sizes = runner.accepted_batches(ctx.o.batches)  # a static batch, or an engine profile's range
         meta = model_numbers(info, path)
         rows = []
         for b in sizes:
@@ -140,7 +134,7 @@ def _add_map(runner, t: Target, ctx: _Context, path, rows: list) -> None:
         r.map50, r.map = ctx.evals[key].map50, ctx.evals[key].map
 
 
-def _agreement_images(o: BenchOptions, spec) -> list:
+def _agreement_images(o: BenchConfig, spec) -> list:
     from ..data.selection import list_images
 
     if not o.agreement_images:

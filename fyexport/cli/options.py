@@ -13,8 +13,8 @@ import typing
 
 import click
 
-from ..core.config import ConfigError, default_at, field_type, make_config
-from ..core.errors import InputError
+from ..core.config import ConfigError, default_at, field_type, make_config, rename_fields
+from ..core.errors import FyexportError
 from ..core.imgsize import parse_img_size
 
 
@@ -26,8 +26,8 @@ class ImgSizeType(click.ParamType):
     def convert(self, value, param, ctx):
         try:
             return parse_img_size(value)
-        except InputError as e:
-            self.fail(e.message, param, ctx)
+        except ConfigError as e:
+            self.fail(e.problem, param, ctx)
 
 
 class BatchListType(click.ParamType):
@@ -57,10 +57,9 @@ def _click_type(annotation, path: str):
     return base if base in SCALARS else None
 
 
-def _show(value) -> str:
-    if isinstance(value, tuple):
-        return ",".join(map(str, value))
-    return str(value)
+def _show(value: tuple) -> str:
+    """A tuple default as the user would type it (``1,8,32``)."""
+    return ",".join(map(str, value))
 
 
 class Fields:
@@ -77,9 +76,10 @@ class Fields:
             t = _click_type(field_type(self.root, path), path)
             if t is not None:
                 kw["type"] = t
-        kw["default"] = default
-        if default is not None and default is not False:
-            kw.setdefault("show_default", _show(default))
+        if not kw.get("required"):
+            kw["default"] = _show(default) if isinstance(default, tuple) else default
+            if default is not None and default is not False:
+                kw.setdefault("show_default", True)
         probe = click.Option(decls, **kw)
         flag = next(d for d in decls if d.startswith("--")).split("/")[0]
         self.bound[probe.name] = (path, flag)
@@ -99,9 +99,8 @@ class Fields:
         """Errors naming a field bound here name its flag instead."""
         try:
             yield
-        except ConfigError as e:
-            flag = self.flag_for(e.field)
-            raise e.named(flag) if flag else e
+        except FyexportError as e:
+            raise rename_fields(e, {path: flag for path, flag in self.bound.values()})
 
     def command(self, group: click.Group, **settings):
         """``group.command`` whose function gets ``cfg`` (this command's configuration) and

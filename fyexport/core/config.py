@@ -3,16 +3,17 @@ field's default and building a (nested) configuration from dotted field paths.
 
 Each stage has one typed configuration (a dataclass) holding its defaults, written once;
 the build's configuration nests them.  Library code names fields, never command-line
-flags: a :class:`ConfigError` says ``recover.batch must be >= 1``; the CLI, which knows
-which flag of the command the user ran sets that field, rewrites it to
-``--recover-batch must be >= 1``.
+flags, and writes a field name in backquotes: a :class:`ConfigError` says
+```recover.batch` must be >= 1``, a hint says ``recover longer (`recover.minutes`)``.
+The CLI, which knows which flag of the command the user ran sets each field, rewrites
+them (``--recover-batch must be >= 1``, ``recover longer (--recover-minutes)``).
 """
 from __future__ import annotations
 
 import dataclasses
 import typing
 
-from .errors import InputError
+from .errors import InputError, name_fields
 
 
 class ConfigError(InputError):
@@ -20,15 +21,24 @@ class ConfigError(InputError):
 
     def __init__(self, field: str, problem: str, hint: str | None = None):
         self.field, self.problem = field, problem
-        super().__init__(f"{field} {problem}", hint)
+        super().__init__(f"{ref(field)} {problem}", hint)
 
     def within(self, prefix: str) -> "ConfigError":
         """The same error named from the configuration that nests this one."""
         return ConfigError(f"{prefix}.{self.field}", self.problem, self.hint)
 
-    def named(self, name: str) -> InputError:
-        """The same error naming ``name`` (the flag the user typed) instead of the field."""
-        return InputError(f"{name} {self.problem}", self.hint)
+
+def ref(field: str) -> str:
+    """How a message names a field (the CLI puts the flag in its place)."""
+    return f"`{field}`"
+
+
+def rename_fields(error, names: dict):
+    """``error`` (a FyexportError) with the fields in its text named by ``names``
+    ({field: what to call it}); fields not in ``names`` keep their field name."""
+    error.message, error.hint = name_fields(error.message, names), name_fields(error.hint, names)
+    error.args = (str(error),)
+    return error
 
 
 def require(ok: bool, field: str, problem: str, hint: str | None = None) -> None:
@@ -62,8 +72,12 @@ def _field_default(f: dataclasses.Field):
 
 
 def _nested_type(cls: type, name: str) -> type | None:
+    """The configuration class of a nested field (``X | None`` counts as ``X``)."""
     hint = typing.get_type_hints(cls)[name]
-    return hint if dataclasses.is_dataclass(hint) else None
+    for t in (hint, *typing.get_args(hint)):
+        if dataclasses.is_dataclass(t):
+            return t
+    return None
 
 
 def default_at(cls: type, path: str):

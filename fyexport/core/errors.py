@@ -39,6 +39,20 @@ class GateError(FyexportError):
 
     exit_code = 1
 
+    def __init__(self, message: str, hint: str | None = None, summary: dict | None = None):
+        super().__init__(message, hint)
+        self.summary = summary  # the build's report, still worth showing above the one line
+
+
+def name_fields(text: str | None, names: dict) -> str | None:
+    """``text`` with each field reference (```recover.batch```) replaced by what ``names``
+    calls it (the flag of the command run), or by the bare field name."""
+    import re
+
+    if not text:
+        return text
+    return re.sub(r"`([\w.]+)`", lambda m: names.get(m.group(1), m.group(1)), text)
+
 
 class InternalError(Exception):
     """A bug in fyexport itself, never the user's fault.  Always shown with a traceback."""

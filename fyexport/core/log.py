@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Iterator
 
+from .errors import name_fields
+
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 _NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error"}
 
@@ -24,6 +26,7 @@ class Logger:
         self.quiet = False
         self._console = None
         self._once: set[str] = set()
+        self.field_names: dict = {}  # {field: flag} of the command running (messages name fields)
 
     # -- configuration -------------------------------------------------
     def configure(self, verbose: bool = False, quiet: bool = False, log_json: bool = False) -> None:
@@ -45,6 +48,7 @@ class Logger:
             return
         if callable(msg):
             msg = msg()
+        msg = name_fields(str(msg), self.field_names)
         if self.json:
             rec = {"time": round(time.time(), 3), "level": _NAMES[level], "msg": str(msg)}
             rec.update(fields)

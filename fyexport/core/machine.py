@@ -14,7 +14,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from .errors import InputError
+from .config import ConfigError
 
 
 def physical_cores() -> int:
@@ -139,7 +139,7 @@ def resolve_device(device: str | None) -> str:
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA GPU is available to PyTorch here", "Use --device cpu")
+        raise ConfigError("device", f"{device}: no CUDA GPU is available to PyTorch here", "Use the cpu device")
     if device not in ("cpu",) and not device.startswith("cuda"):
-        raise InputError(f"--device must be cpu, cuda or auto, got {device!r}")
+        raise ConfigError("device", f"must be cpu, cuda or auto, got {device!r}")
     return device

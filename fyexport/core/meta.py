@@ -14,20 +14,30 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .config import require
 from .errors import InputError
 
 SCHEMA = 1
-_UNKNOWN = "extra"
+NMS_KINDS = ("onnx", "trt-plugin")
 
 
 @dataclass(frozen=True)
-class NmsSettings:
-    """End-to-end NMS in an exported graph."""
+class NmsConfig:
+    """End-to-end NMS appended to an exported graph (and recorded in its metadata)."""
 
-    kind: str  # onnx (NonMaxSuppression) | trt-plugin (EfficientNMS_TRT)
-    conf_thres: float
-    iou_thres: float
-    topk: int
+    kind: str = "onnx"  # onnx: the standard NonMaxSuppression op | trt-plugin: EfficientNMS_TRT
+    conf_thres: float = 0.25
+    iou_thres: float = 0.45
+    topk: int = 100
+
+    def validate(self) -> None:
+        require(self.kind in NMS_KINDS, "kind", f"must be onnx or trt-plugin, got {self.kind!r}")
+        require(0 <= self.conf_thres < 1, "conf_thres", f"must be in [0, 1), got {self.conf_thres}")
+        require(0 < self.iou_thres <= 1, "iou_thres", f"must be in (0, 1], got {self.iou_thres}")
+        require(self.topk >= 1, "topk", f"must be >= 1, got {self.topk}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,7 @@ class ArtifactMeta:
     source_form: str | None = None
     simplified: bool | None = None
     # what was added to the graph, how it was quantized
-    nms: NmsSettings | None = None
+    nms: NmsConfig | None = None
     calibration: dict | None = None
     precision: str | None = None
     flavour: str | None = None
@@ -134,6 +144,10 @@ class ArtifactMeta:
         d.update(changes)
         return ArtifactMeta.from_dict(d)
 
+    def without(self, *keys: str) -> "ArtifactMeta":
+        """A copy without ``keys``."""
+        return ArtifactMeta.from_dict({k: v for k, v in self.to_dict().items() if k not in keys})
+
     def get(self, key: str, default=None):
         """A key by name (for keys this release does not type, and for display)."""
         if key in self.keys:
@@ -150,8 +164,7 @@ def _typed(key: str, v):
     if v is None:
         return None
     if key == "nms":
-        return NmsSettings(kind=v["kind"], conf_thres=float(v["conf_thres"]), iou_thres=float(v["iou_thres"]),
-                           topk=int(v["topk"]))
+        return NmsConfig(kind=v["kind"], conf_thres=v["conf_thres"], iou_thres=v["iou_thres"], topk=v["topk"])
     if key in ("names", "stride", "anchors", "flags", "outputs"):
         return tuple(tuple(a) if isinstance(a, list) else a for a in v)
     if key == "img_size":
@@ -161,7 +174,7 @@ def _typed(key: str, v):
 
 def _plain(v):
     """JSON-able form (lists, dicts), as the files have always held it."""
-    if isinstance(v, NmsSettings):
+    if isinstance(v, NmsConfig):
         return dataclasses.asdict(v)
     if isinstance(v, tuple):
         return [_plain(a) for a in v]

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import InputError
-
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PAD_VALUE = 114
 MIN_SIDE = 8  # smaller images carry no usable signal (a 1x1 image letterboxes to one flat colour)
@@ -26,47 +24,6 @@ PREPROCESSING = {
     "scale": "1/255",
     "dtype": "float32",
 }
-
-
-MAX_IMG_SIDE = 4096  # a bigger letterbox is surely a typo (a 100000 px input would ask for 120 GB)
-
-
-def parse_img_size(value) -> int | tuple[int, int]:
-    """``--img-size`` as every command takes it: ``N``, ``H,W`` or ``HxW`` (or already parsed)."""
-    if isinstance(value, (int, tuple)):
-        return value
-    parts = [p for p in str(value).replace("x", ",").split(",") if p.strip()]
-    try:
-        nums = [int(p) for p in parts]
-    except ValueError:
-        raise InputError(f"--img-size: expected N or H,W, got {value!r}")
-    if len(nums) == 1:
-        return nums[0]
-    if len(nums) == 2:
-        return (nums[0], nums[1])
-    raise InputError(f"--img-size: expected N or H,W, got {value!r}")
-
-
-def normalize_img_size(img_size, max_stride: int = 32) -> tuple[int, int]:
-    """(h, w) rounded up to a multiple of the model's largest stride."""
-    from ..core.log import G_LOGGER
-
-    img_size = parse_img_size(img_size)
-    if isinstance(img_size, int):
-        hw = (img_size, img_size)
-    else:
-        hw = tuple(int(v) for v in img_size)
-        if len(hw) == 1:
-            hw = (hw[0], hw[0])
-    if any(v <= 0 for v in hw):
-        raise InputError(f"--img-size must be positive, got {img_size}")
-    if any(v > MAX_IMG_SIDE for v in hw):
-        raise InputError(f"--img-size {img_size} is above {MAX_IMG_SIDE} pixels a side",
-                         "YOLOv7 models run at 320 to 1280; give the deployment's input size")
-    out = tuple(int(np.ceil(v / max_stride) * max_stride) for v in hw)
-    if out != hw:
-        G_LOGGER.warning(f"image size {hw} is not a multiple of stride {max_stride}; using {out}")
-    return out  # type: ignore[return-value]
 
 
 def _cv2():

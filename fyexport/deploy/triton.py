@@ -14,28 +14,31 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.config import ConfigError
 from ..core.errors import InputError
+from ..core.meta import ArtifactMeta
 
 
-def output_specs(meta: dict) -> list:
+def output_specs(meta: ArtifactMeta) -> list:
     """(name, data type, dims without batch) of the engine outputs, from its metadata."""
-    topk = (meta.get("nms") or {}).get("topk")
-    img = meta.get("img_size") or [640, 640]
-    stride = meta.get("stride") or [8, 16, 32]
-    na = len((meta.get("anchors") or [[0] * 6])[0]) // 2
+    topk = meta.nms.topk if meta.nms else None
+    img = meta.img_size or (640, 640)
+    stride = meta.stride or (8, 16, 32)
+    na = len((meta.anchors or ((0,) * 6,))[0]) // 2
     n = na * sum((img[0] // s) * (img[1] // s) for s in stride)
-    no = int(meta.get("nc") or 80) + 5
+    no = int(meta.nc or 80) + 5
     if topk:
         return [("num_dets", "TYPE_INT32", [1]), ("det_boxes", "TYPE_FP32", [topk, 4]),
                 ("det_scores", "TYPE_FP32", [topk]), ("det_classes", "TYPE_INT32", [topk])]
     return [("output", "TYPE_FP32", [n, no])]
 
 
-def config_pbtxt(name: str, meta: dict, max_batch: int | None = None, instances: int = 1) -> str:
-    inp = meta.get("input") or {}
-    shape = list(inp.get("shape") or [1, 3, *(meta.get("img_size") or [640, 640])])
+def config_pbtxt(name: str, meta: ArtifactMeta, max_batch: int | None = None, instances: int = 1) -> str:
+    inp = (meta.engine.input if meta.engine else None) or {}
+    shape = list(inp.get("shape") or [1, 3, *(meta.img_size or (640, 640))])
     profile = inp.get("profile")
     dynamic = shape[0] == -1
     if dynamic:
@@ -43,8 +46,9 @@ def config_pbtxt(name: str, meta: dict, max_batch: int | None = None, instances:
         in_dims = shape[1:]
     else:
         if max_batch is not None:
-            raise InputError(f"{name}: the engine has a static batch of {shape[0]}, so Triton cannot batch it; "
-                             "--max-batch needs an engine built from a --dynamic-batch ONNX")
+            raise ConfigError("max_batch", f"needs a dynamic-batch engine; {name} has a static batch of {shape[0]}, "
+                              "so Triton cannot batch it", "Build the engine from a 'fyexport export --dynamic-batch' "
+                              "ONNX")
         mb = 0
         in_dims = shape
     outs = output_specs(meta)
@@ -75,15 +79,23 @@ def _max_batch(name: str, profile: dict | None, max_batch: int | None) -> int:
     lo = int((profile or {}).get("min", [1])[0])
     hi = int((profile or {}).get("max", [max_batch or 1])[0])
     if max_batch is not None and max_batch < 1:
-        raise InputError(f"--max-batch must be >= 1, got {max_batch}")
+        raise ConfigError("max_batch", f"must be >= 1, got {max_batch}")
     if max_batch is not None and max_batch > hi:
-        raise InputError(f"{name}: --max-batch {max_batch} exceeds the engine's profile maximum of {hi}; Triton "
-                         "would refuse to load the model", f"Use --max-batch {hi} or rebuild with --max-batch "
-                         f"{max_batch}")
+        raise ConfigError("max_batch", f"{max_batch} exceeds the engine's profile maximum of {hi}; Triton would "
+                          f"refuse to load {name}", f"Use at most {hi}, or rebuild the engine with "
+                          f"'fyexport engine ... --max-batch {max_batch}'")
     if lo > 1:
         raise InputError(f"{name}: the engine's profile starts at batch {lo}, and Triton would fail every request "
-                         f"of fewer images", "Rebuild the engine with --min-batch 1")
+                         f"of fewer images", "Rebuild the engine with 'fyexport engine ... --min-batch 1'")
     return int(max_batch or hi)
+
+
+@dataclass
+class TritonConfig:
+    """The Triton model's settings."""
+
+    name: str | None = None  # the model name (default: the engine's file stem)
+    max_batch: int | None = None  # max_batch_size (default: the engine profile's max)
 
 
 def write_repository(engine_path, repo, name: str | None = None, max_batch: int | None = None) -> Path:
@@ -92,7 +104,7 @@ def write_repository(engine_path, repo, name: str | None = None, max_batch: int 
 
     engine_path = Path(engine_path)
     meta = read_sidecar(engine_path)
-    if not meta:
+    if meta.engine is None:
         raise InputError(f"{engine_path}: no {engine_path.name}.json beside it; build the engine with "
                          "'fyexport engine' so its I/O is known")
     name = name or re.sub(r"[^A-Za-z0-9_]", "_", engine_path.stem)

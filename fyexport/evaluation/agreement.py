@@ -14,7 +14,7 @@ import numpy as np
 
 from ..core.errors import FyexportError, InputError
 from ..data.labels import DataSpec, load_data_yaml
-from .detections import Detections, detect
+from .detections import EVAL, Detections, detect
 from .metrics import coco_map
 
 TEACHER_CONF = 0.25  # teacher detections at or above this score are the pseudo ground truth
@@ -54,7 +54,7 @@ def agreement_scores(student: Detections, teacher: Detections, nc: int,
     return coco_map(gt, sizes, student.boxes, nc)[:2]
 
 
-def agreement_with(runner, teacher, data=None, images=None, split: str = "val", max_images: int | None = None,
+def agreement_with(runner, teacher, data=None, images=None, split: str = EVAL.split, max_images: int | None = None,
                    device: str = "auto") -> dict:
     """Teacher agreement of ``runner`` with the checkpoint ``teacher`` on the ``data`` yaml's
     ``split`` or on the folder ``images``, at the runner's input size."""

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.errors import InputError
+from ..core.config import require
+from ..core.imgsize import DEFAULT_IMG_SIZE
 from ..core.log import G_LOGGER, progress
 from ..data.images import BadImage, prepare, read_image, scale_boxes
 
@@ -24,18 +25,34 @@ class Detections:
     ms: dict = field(default_factory=dict)  # preprocess / inference / nms per image
 
 
-def validate_thresholds(conf: float, iou: float, max_images: int | None = None, batch: int | None = None) -> None:
-    if not (0.0 <= conf < 1.0):
-        raise InputError(f"--conf must be in [0, 1), got {conf}")
-    if not (0.0 < iou <= 1.0):
-        raise InputError(f"--iou must be in (0, 1], got {iou}")
-    if max_images is not None and max_images < 1:
-        raise InputError(f"--max-images must be >= 1, got {max_images}")
-    if batch is not None and batch < 1:
-        raise InputError(f"--batch must be >= 1, got {batch}")
+@dataclass
+class EvalConfig:
+    """How accuracy is measured (``fyexport eval``; YOLOv7's test.py settings by default)."""
+
+    split: str = "val"
+    img_size: object = DEFAULT_IMG_SIZE
+    batch: int = 8  # images per inference (split to what the artifact accepts)
+    conf: float = 0.001
+    iou: float = 0.65
+    runtime: str = "auto"
+    device: str = "auto"
+    max_images: int | None = None  # only the first N images
+
+    def validate(self) -> None:
+        require(0.0 <= self.conf < 1.0, "conf", f"must be in [0, 1), got {self.conf}")
+        require(0.0 < self.iou <= 1.0, "iou", f"must be in (0, 1], got {self.iou}")
+        require(self.max_images is None or self.max_images >= 1, "max_images", f"must be >= 1, got {self.max_images}")
+        require(self.batch >= 1, "batch", f"must be >= 1, got {self.batch}")
 
 
-def detect(runner, images: list, batch: int = 8, conf: float = 0.001, iou: float = 0.65,
+EVAL = EvalConfig()
+
+
+def validate_thresholds(conf: float, iou: float, max_images: int | None = None, batch: int = EVAL.batch) -> None:
+    EvalConfig(conf=conf, iou=iou, max_images=max_images, batch=batch).validate()
+
+
+def detect(runner, images: list, batch: int = EVAL.batch, conf: float = EVAL.conf, iou: float = EVAL.iou,
            description: str = "detect") -> Detections:
     """Run ``runner`` (loaded or not) on image paths and keep its NMS output per image (the
     project's NMS, or the one in the model's graph for an ``export --nms`` model)."""

@@ -18,7 +18,7 @@ import numpy as np
 from ..core.errors import FyexportError, InputError
 from ..core.log import G_LOGGER
 from ..data.labels import DataSpec, has_labels, label_path, load_data_yaml, read_labels
-from .detections import MAX_DETS, detect, validate_thresholds
+from .detections import EVAL, MAX_DETS, detect, validate_thresholds
 
 
 @dataclass
@@ -87,8 +87,8 @@ def label_boxes(images: list, sizes: dict, nc: int) -> dict:
     return out
 
 
-def evaluate(runner, data, split: str = "val", batch: int = 8, conf: float = 0.001, iou: float = 0.65,
-             max_images: int | None = None, description: str = "eval") -> EvalResult:
+def evaluate(runner, data, split: str = EVAL.split, batch: int = EVAL.batch, conf: float = EVAL.conf,
+             iou: float = EVAL.iou, max_images: int | None = None, description: str = "eval") -> EvalResult:
     """mAP@.5 and mAP@.5:.95 of ``runner`` (loaded or not) on ``data`` (a DataSpec or yaml path)."""
     validate_thresholds(conf, iou, max_images, batch)
     spec = data if isinstance(data, DataSpec) else load_data_yaml(data)
@@ -102,7 +102,8 @@ def evaluate(runner, data, split: str = "val", batch: int = 8, conf: float = 0.0
         raise InputError(f"{spec.path}: no label file for any of the {len(images)} images of split '{split}' "
                          f"(looked for {label_path(Path(images[0]))} and the like)",
                          "Labels sit beside the images, in a 'labels' folder in place of 'images'; for a folder "
-                         "without labels use --teacher with --images")
+                         "without labels measure teacher agreement "
+                         "('fyexport eval ARTIFACT --teacher W.pt --images DIR')")
     dets = detect(runner, images, batch, conf, iou, f"{description} {split}")
     if not dets.sizes:
         raise FyexportError(f"{spec.path}: no usable image in split '{split}'")
@@ -126,9 +127,9 @@ def evaluate(runner, data, split: str = "val", batch: int = 8, conf: float = 0.0
 
 def _graph_nms(runner) -> dict | None:
     """The export's NMS settings when the model was evaluated through its own NMS."""
-    from ..onnx.nms import graph_nms_settings, has_graph_nms
-
-    return (graph_nms_settings(runner) or {"in_graph": True}) if has_graph_nms(runner) else None
+    if not runner.info.has_graph_nms:
+        return None
+    return runner.info.graph_nms.to_dict() if runner.info.graph_nms else {"in_graph": True}
 
 
 def render(res: EvalResult) -> None:

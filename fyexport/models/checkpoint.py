@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..core.errors import InputError
+from ..core.meta import ArtifactMeta
 
 FORMAT = "fyexport-model"
 FORMAT_VERSION = 1
@@ -324,9 +325,9 @@ def load(path, fuse: bool = False):
         if isinstance(names, (list, tuple)) and len(names) == model.nc:
             model.names = [str(n) for n in names]
         dtype = next((v.dtype for v in sd.values() if v.is_floating_point()), torch.float32)
-        model.meta.update({"source_format": "yolov7", "source_dtype": str(dtype).replace("torch.", ""),
-                           "source_form": "deployment" if _is_fused_state(sd) else "training", **extra})
-    model.meta["source"] = str(path)
+        model.meta = model.meta.with_(source_format="yolov7", source_dtype=str(dtype).replace("torch.", ""),
+                                      source_form="deployment" if _is_fused_state(sd) else "training", **extra)
+    model.meta = model.meta.with_(source=str(path))
     if fuse:
         model.fuse()
     return model
@@ -343,8 +344,8 @@ def _load_own(path, obj: dict):
     names = obj.get("names")
     if isinstance(names, list) and len(names) == model.nc:
         model.names = [str(n) for n in names]
-    model.meta.update(obj.get("meta") or {})
-    model.meta["source_format"] = FORMAT
+    saved = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+    model.meta = ArtifactMeta.from_dict({**saved, "source_format": FORMAT}, str(path))
     return model
 
 
@@ -357,7 +358,7 @@ def save(model, path, meta: dict | None = None) -> Path:
     from ..core.artifacts import recorded_path, write_torch
 
     sd = collections.OrderedDict((k, v.detach().cpu().clone()) for k, v in model.state_dict().items())
-    m = dict(getattr(model, "meta", {}) or {})
+    m = model.meta.to_dict()
     m.update(meta or {})
     m = {k: v for k, v in m.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
     if isinstance(m.get("source"), str):

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..core.errors import InputError
+from ..core.meta import ArtifactMeta
 from .common import MP, SP, SPPCSPC, Concat, Conv, DownC, Dropped, ReOrg, RepConv, Shortcut
 from .heads import Detect, IAuxDetect, IDetect
 
@@ -177,7 +178,7 @@ class Model(nn.Module):
         self.model, self.save = parse_model(self.yaml, ch=[ch])
         self.nc = int(self.yaml["nc"])
         self.names = [str(i) for i in range(self.nc)]
-        self.meta: dict = {}
+        self.meta = ArtifactMeta()  # where the model came from (checkpoint.load) and what was done to it
         head = self.model[-1]
         if not isinstance(head, HEAD_TYPES):
             raise InputError("cfg: the last layer must be Detect, IDetect or IAuxDetect")

@@ -11,18 +11,39 @@ command reads them back.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
+from ..core.config import require, validate_nested
 from ..core.errors import InputError
+from ..core.imgsize import DEFAULT_IMG_SIZE, fit_img_size
 from ..core.log import G_LOGGER, native_output_silenced
-from ..data.images import PREPROCESSING, normalize_img_size
+from ..core.meta import ArtifactMeta, NmsConfig
+from ..data.images import PREPROCESSING
 from .facts import cpu_session, write_meta
 
 OPSET = 17
+
+
+@dataclass
+class ExportConfig:
+    """The export stage's settings."""
+
+    img_size: object = DEFAULT_IMG_SIZE  # N or (H, W); fitted to the model's largest stride
+    batch: int = 1  # static batch (ignored with dynamic_batch)
+    dynamic_batch: bool = False  # a symbolic batch axis ("batch")
+    simplify: bool = True  # onnxsim, checked against the unsimplified graph
+    opset: int = OPSET
+    nms: NmsConfig | None = None  # end-to-end NMS appended to the graph
+
+    def validate(self) -> None:
+        require(self.batch >= 1, "batch", f"must be >= 1, got {self.batch}")
+        require(self.opset >= 13, "opset", f"must be >= 13, got {self.opset}")
+        if self.nms is not None:
+            validate_nested(self, ["nms"])
 
 
 def model_facts(model, img_hw, batch, dynamic_batch: bool) -> dict:
@@ -64,7 +85,7 @@ class ExportResult:
     simplified: bool
     input_shape: list
     output_shape: list
-    meta: dict = field(default_factory=dict)
+    meta: ArtifactMeta = field(default_factory=ArtifactMeta)
     max_diff: float | None = None
 
 
@@ -80,32 +101,25 @@ def _compare(a_bytes: bytes, b_bytes: bytes, x: np.ndarray) -> float:
     return float(max(box / 10.0, score))  # boxes are in pixels: 1e-3 px counts like 1e-4 in scores
 
 
-def export_onnx(model, path, img_size=640, batch: int = 1, dynamic_batch: bool = False, simplify: bool = True,
-                opset: int = OPSET, nms=None) -> ExportResult:
-    """Export ``model`` (fused on a copy) to ``path`` atomically.
-
-    Args:
-        model: a :class:`fyexport.models.Model` (any form; it is fused on a copy).
-        img_size: int or (h, w); rounded up to a stride multiple.
-        batch: static batch size (ignored with ``dynamic_batch``).
-        dynamic_batch: make the batch axis symbolic ("batch").
-        simplify: run onnxsim and verify it.
-        nms: None, or an :class:`fyexport.onnx.nms.NmsConfig` to append NMS to the graph.
-    """
+def export_onnx(model, path, cfg: ExportConfig | None = None, **fields) -> ExportResult:
+    """Export ``model`` (a :class:`fyexport.models.Model` in any form; fused on a copy) to
+    ``path`` atomically, as ``cfg`` says (``fields`` override its fields)."""
     import onnx
     import torch
 
     from ..core.artifacts import atomic_path
 
-    if batch < 1:
-        raise InputError(f"--batch must be >= 1, got {batch}")
+    cfg = replace(cfg or ExportConfig(), **fields)
+    cfg.validate()
+    img_size, batch, dynamic_batch, simplify, opset, nms = (cfg.img_size, cfg.batch, cfg.dynamic_batch, cfg.simplify,
+                                                          cfg.opset, cfg.nms)
     if Path(path).is_dir():  # found before the export's work, not at the rename
         raise InputError(f"{path}: is a directory, so the output cannot be written there", "Give a file name")
     m = copy.deepcopy(model).float().cpu().eval()
     m.fuse()
     for p in m.parameters():
         p.requires_grad_(False)
-    hw = normalize_img_size(img_size, int(max(m.head.stride.tolist())))
+    hw = fit_img_size(img_size, int(max(m.head.stride.tolist())))
     x = torch.zeros(batch, 3, *hw)
     wrapper = decoded_only(m).eval()
     dyn = {"images": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
@@ -122,17 +136,17 @@ def export_onnx(model, path, img_size=640, batch: int = 1, dynamic_batch: bool =
     proto, simplified, max_diff = raw, False, None
     if simplify:
         proto, simplified, max_diff = _simplify(raw, batch, hw)
-    meta = model_facts(m, hw, batch, dynamic_batch)
-    if isinstance(meta.get("source"), str):
+    facts = model_facts(m, hw, batch, dynamic_batch)
+    if isinstance(facts.get("source"), str):
         from ..core.artifacts import recorded_path
 
-        meta["source"] = recorded_path(meta["source"], path)  # not the output folder: same model, same bytes
-    meta["simplified"] = simplified
+        facts["source"] = recorded_path(facts["source"], path)  # not the output folder: same model, same bytes
+    meta = ArtifactMeta.of(**facts, simplified=simplified)
     if nms is not None:
         from .nms import append_nms
 
         proto = append_nms(proto, nms, nc=m.nc)
-        meta["nms"] = nms.to_dict()
+        meta = meta.with_(nms=nms.to_dict())
     write_meta(proto, meta)
     if nms is None or nms.kind != "trt-plugin":  # the plugin op is known to TensorRT only
         onnx.checker.check_model(proto)

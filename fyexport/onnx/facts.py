@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..core.meta import ArtifactMeta
 
 META_KEY = "fyexport"
 FLOAT16 = 10  # onnx.TensorProto.FLOAT16
@@ -75,28 +76,29 @@ def onnx_precision(proto) -> tuple[str, str]:
 
 # -- fyexport metadata ---------------------------------------------------------------
 
-def read_meta(onnx_model_or_path) -> dict:
-    """The ``fyexport`` metadata of an ONNX model ({} if absent)."""
+def read_meta(onnx_model_or_path) -> ArtifactMeta:
+    """The fyexport metadata of an ONNX model (empty if absent)."""
     import onnx
 
     m = onnx_model_or_path
+    where = "ONNX model" if isinstance(m, onnx.ModelProto) else str(m)
     if not isinstance(m, onnx.ModelProto):
         m = onnx.load(str(m), load_external_data=False)
     for p in m.metadata_props:
         if p.key == META_KEY:
             try:
-                return json.loads(p.value)
+                return ArtifactMeta.from_dict(json.loads(p.value), where)
             except ValueError:
-                return {}
-    return {}
+                return ArtifactMeta()
+    return ArtifactMeta()
 
 
-def write_meta(model_proto, meta: dict) -> None:
+def write_meta(model_proto, meta: ArtifactMeta) -> None:
     for p in list(model_proto.metadata_props):
         if p.key == META_KEY:
             model_proto.metadata_props.remove(p)
     entry = model_proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps(meta)
+    entry.key, entry.value = META_KEY, json.dumps(meta.to_dict())
 
 
 def check_onnx_file(path):
@@ -169,15 +171,15 @@ def describe_onnx(path) -> dict:
         "conv": ops.get("Conv", 0),
         "quantize_linear": ops.get("QuantizeLinear", 0),
         "dequantize_linear": ops.get("DequantizeLinear", 0),
-        "precision": meta.get("precision", "fp32" if not ops.get("QuantizeLinear") else "int8"),
-        "nc": meta.get("nc"),
-        "names": meta.get("names"),
-        "img_size": meta.get("img_size"),
-        "stride": meta.get("stride"),
-        "dynamic_batch": meta.get("dynamic_batch"),
-        "prune": meta.get("prune"),
-        "calibration": meta.get("calibration"),
-        "producer": meta.get("producer"),
+        "precision": meta.precision or ("fp32" if not ops.get("QuantizeLinear") else "int8"),
+        "nc": meta.nc,
+        "names": list(meta.names) or None,
+        "img_size": list(meta.img_size) if meta.img_size else None,
+        "stride": list(meta.stride) or None,
+        "dynamic_batch": meta.dynamic_batch,
+        "prune": meta.prune,
+        "calibration": meta.calibration,
+        "producer": meta.producer,
     }
 
 

@@ -12,34 +12,14 @@ TensorRT's plugin library; ONNX Runtime cannot run it).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.meta import NMS_KINDS, NmsConfig
 from ..evaluation.nms import MAX_WH
 
 NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
-NMS_KINDS = ("onnx", "trt-plugin")
-
-
-@dataclass
-class NmsConfig:
-    kind: str = "onnx"
-    conf_thres: float = 0.25
-    iou_thres: float = 0.45
-    topk: int = 100
-
-    def validate(self) -> None:
-        if self.kind not in NMS_KINDS:
-            raise InputError(f"--nms must be onnx or trt-plugin, got {self.kind!r}")
-        if not (0 <= self.conf_thres < 1 and 0 < self.iou_thres <= 1):
-            raise InputError("--conf-thres must be in [0, 1) and --iou-thres in (0, 1]")
-        if self.topk < 1:
-            raise InputError("--topk must be >= 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["NMS_KINDS", "NMS_OUTPUTS", "NmsConfig", "append_nms", "runner_detections"]
 
 
 class _Nodes:
@@ -215,33 +195,17 @@ def detections_from_outputs(outs: dict) -> list:
 def has_graph_nms(runner) -> bool:
     """Whether a (loaded) runner's model ends in NMS (``fyexport export --nms``): its outputs
     are the four NMS tensors instead of the decoded predictions."""
-    if getattr(runner, "has_nms", False):
-        return True
-    names = [o[0] if isinstance(o, (tuple, list)) else o for o in (getattr(runner, "outputs", None) or [])]
-    return "num_dets" in names
+    return runner.info.has_graph_nms
 
 
-def graph_nms_settings(runner) -> dict:
-    """The NMS settings recorded at export (``conf_thres``, ``iou_thres``, ``topk``), or {}."""
-    meta = getattr(runner, "meta", None) or {}
-    nms = meta.get("nms") or {}  # ONNX metadata, or an engine's sidecar
-    return nms if isinstance(nms, dict) else {}
+def graph_nms_settings(runner) -> NmsConfig | None:
+    """The NMS settings recorded at export (ONNX metadata, or an engine's sidecar)."""
+    return runner.info.graph_nms
 
 
 def run_graph_nms(runner, x: np.ndarray) -> list:
-    """Per image (n, 6) detections in input pixels from a runner whose graph ends in NMS,
-    for a batch of any size (split, or zero-padded to a static batch)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    static = runner.info.batch
-    step = static or len(x)
-    res: list = []
-    for i in range(0, len(x), step):
-        chunk = x[i:i + step]
-        n = len(chunk)
-        if static and n < static:
-            chunk = np.concatenate([chunk, np.zeros((static - n, *chunk.shape[1:]), chunk.dtype)])
-        res += detections_from_outputs(runner.run_all(chunk))[:n]
-    return res
+    """Per image (n, 6) detections in input pixels from a runner whose graph ends in NMS."""
+    return detections_from_outputs(runner.run_all(x))
 
 
 def runner_detections(runner, x: np.ndarray, conf: float = 0.25, iou: float = 0.45, multi_label: bool = False,
@@ -264,7 +228,6 @@ def runner_detections(runner, x: np.ndarray, conf: float = 0.25, iou: float = 0.
 def graph_nms_note(runner) -> str:
     """One line on what evaluating through a model's own NMS means for its mAP."""
     s = graph_nms_settings(runner)
-    conf, iou, topk = s.get("conf_thres"), s.get("iou_thres"), s.get("topk")
-    fixed = f" (score > {conf}, IoU {iou}, at most {topk} per image)" if conf is not None else ""
+    fixed = f" (score > {s.conf_thres}, IoU {s.iou_thres}, at most {s.topk} per image)" if s else ""
     return (f"{runner.info.path}: evaluated through the NMS in its graph{fixed}: those thresholds, fixed at "
-            "export, bound the mAP (--conf and --iou do not apply; export without --nms for the reference figure)")
+            "export, bound the mAP (`conf` and `iou` do not apply; export without NMS for the reference figure)")

@@ -42,7 +42,8 @@ def measure(paths: dict, spec, holdout, eval_images: int | None) -> dict:
 
     images = (spec.images("val")[:eval_images] if eval_images else spec.images("val")) if spec else holdout.images
     if not images:
-        raise FyexportError("no images to measure accuracy on", "Give --data with a val split, or more --calib images")
+        raise FyexportError("no images to measure accuracy on",
+                            "Give a data yaml with a val split (`data`), or more calibration images (`calib`)")
     dets = {}
     for label, path in paths.items():
         with open_runner(str(path), device="cpu") as r:
@@ -102,4 +103,5 @@ def gate_line(g: dict) -> str:
 
 def gate_failure_line(g: dict, out) -> str:
     return (gate_line(g) + f" -> FAILED; no engine built, artifacts kept in {out}. Recover longer "
-            "(--recover-minutes), prune less (--prune), or keep sensitive layers in float (--exclude, --auto-exclude)")
+            "(`recover.minutes`), prune less (`prune.ratio`), or keep sensitive layers in float "
+            "(`calibrate.exclude`, `auto_exclude`)")

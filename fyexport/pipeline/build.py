@@ -16,16 +16,21 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .. import __version__
+from ..bench.plan import BenchConfig
 from ..core.artifacts import cleanup_temporaries, sha256_file, sha256_json, write_json
+from ..core.config import ConfigError, require, validate_nested
 from ..core.errors import GateError, InputError
+from ..core.imgsize import DEFAULT_IMG_SIZE, as_hw, fit_img_size
 from ..core.log import G_LOGGER
-from ..quantize import ARTIFACTS, CALIBRATION_METHODS, CalibrationOptions
-from ..recover import DEFAULT_TARGET, RecoverConfig
-from ..trt.engine import PRECISIONS
+from ..onnx.export import ExportConfig
+from ..prune import PruneConfig
+from ..quantize import ARTIFACTS, CalibrationConfig
+from ..recover import RecoverConfig
+from ..trt.engine import EngineConfig
 from .accuracy import gate_failure_line, gate_line
 from .manifest import Manifest, StageRecord
 
@@ -36,105 +41,81 @@ PRUNED, RECOVERED = "pruned.pt", "recovered.pt"
 
 
 @dataclass
-class BuildOptions:
-    weights: str
-    calib: str
-    out: str
-    prune: float = 0.5
-    recover_epochs: int = 100  # epoch limit (0: no recovery); the target or the time limit usually stops first
-    data: str | None = None
-    img_size: object = 640  # N or (H, W); normalized to a stride multiple by validate()
-    batch: int = 1
-    precision: str = "int8"
-    method: str = "search"  # entropy per group unless it clearly hurts (quantize/search.py)
-    max_map_drop: float | None = None  # None: gate_allowance()
+class BuildConfig:
+    """The build's settings: its own, and each stage's configuration nested (with the
+    build's defaults where they differ from the command's: the calibration method)."""
+
+    weights: str = ""  # the unpruned checkpoint
+    calib: str = ""  # folder of sample images: calibration, and recovery's images
+    out: str = ""  # the build folder
+    data: str | None = None  # data yaml: labelled recovery and mAP
+    train_images: str | None = None  # more images for recovery
+    img_size: object = DEFAULT_IMG_SIZE  # fitted to the model's stride once the checkpoint is read
     device: str = "auto"
-    num_images: int = 500
     seed: int = 0
-    importance: str = "l2"
-    round_to: int = 8
-    exclude: str | None = None
-    recover: bool = True
-    recover_batch: int = 16
-    recover_lr: float = RecoverConfig.lr
-    recover_crop: int | None = RecoverConfig.crop
-    recover_minutes: float | None = None  # None: DEFAULT_MINUTES of the device
-    recover_images: int | None = None
-    recover_target: float = DEFAULT_TARGET
-    recover_workers: int | None = None
-    recover_cache: str = "auto"
-    train_images: str | None = None
+    run_recover: bool = True  # recover after pruning (else the accuracy gate decides)
+    run_bench: bool = True
+    max_map_drop: float | None = None  # None: pipeline.accuracy.allowance
     force: bool = False  # build the engine even when the accuracy gate fails
-    eval_images: int | None = None
-    bench: bool = True
-    bench_duration: float = 2.0
-    bias_correction: int = 32
+    eval_images: int | None = None  # accuracy on the first N validation images only
     auto_exclude: int | None = None  # None: AUTO_EXCLUDE_PRUNED when pruning, else 0
-    workspace_gib: float = 4.0
+    prune: PruneConfig = field(default_factory=PruneConfig)  # ratio 0: no pruning
+    recover: RecoverConfig = field(default_factory=RecoverConfig)  # epochs 0: no recovery
+    export: ExportConfig = field(default_factory=ExportConfig)
+    calibrate: CalibrationConfig = field(default_factory=lambda: CalibrationConfig(method="search"))
+    engine: EngineConfig = field(default_factory=EngineConfig)  # its precision is the build's
+    # the build's quick benchmark: 2 s a measurement; agreement is in the accuracy table already
+    bench: BenchConfig = field(default_factory=lambda: BenchConfig(duration=2.0, agreement_images=0))
+
+    @property
+    def pruning(self) -> bool:
+        return self.prune.ratio > 0
+
+    @property
+    def recovers(self) -> bool:
+        return self.pruning and self.run_recover and self.recover.epochs > 0
 
     @property
     def sensitive_groups_in_float(self) -> int:
-        """--auto-exclude as given, else 4 for a pruned model and 0 for an unpruned one."""
+        """auto_exclude as given, else 4 for a pruned model and 0 for an unpruned one."""
         if self.auto_exclude is not None:
             return self.auto_exclude
-        return AUTO_EXCLUDE_PRUNED if self.prune > 0 else 0
+        return AUTO_EXCLUDE_PRUNED if self.pruning else 0
 
-    def calibration(self) -> CalibrationOptions:
-        return CalibrationOptions(num_images=self.num_images, method=self.method, seed=self.seed,
-                                  exclude=self.exclude, bias_correction=self.bias_correction,
-                                  auto_exclude=self.sensitive_groups_in_float)
+    def calibration(self) -> CalibrationConfig:
+        return replace(self.calibrate, seed=self.seed, auto_exclude=self.sensitive_groups_in_float)
+
+    def recovery(self, hw) -> RecoverConfig:
+        return replace(self.recover, img_size=hw, seed=self.seed, device=self.device)
 
     def validate(self) -> None:
-        """Every option checked before any stage runs (a bad value must not surface after
+        """Every setting checked before any stage runs (a bad value must not surface after
         pruning and recovery)."""
         from ..core.errors import check_file
-        from ..data.images import normalize_img_size
 
         check_file(self.weights, "checkpoint", (".pt", ".pth"))
         if Path(self.out).exists() and not Path(self.out).is_dir():
-            raise InputError(f"{self.out}: exists and is a file", "-o names the build's output folder")
+            raise ConfigError("out", f"{self.out} exists and is a file", "Name the build's output folder")
         c = Path(self.calib)
         if not c.is_dir():
             raise InputError(f"{c}: calibration folder not found" if not c.exists() else f"{c}: not a folder",
-                             "Give a folder of sample images with --calib")
-        if not (0.0 <= self.prune < 1.0):
-            raise InputError(f"--prune must be in [0, 1), got {self.prune}")
-        if self.recover_epochs < 0:
-            raise InputError("--recover-epochs must be >= 0")
-        if self.max_map_drop is not None and self.max_map_drop < 0:
-            raise InputError(f"--max-map-drop must be >= 0, got {self.max_map_drop}")
+                             "Give a folder of sample images")
+        require(0.0 <= self.prune.ratio < 1.0, "prune.ratio", f"must be in [0, 1), got {self.prune.ratio}")
+        require(self.recover.epochs >= 0, "recover.epochs", f"must be >= 0, got {self.recover.epochs}")
+        require(self.max_map_drop is None or self.max_map_drop >= 0, "max_map_drop",
+                f"must be >= 0, got {self.max_map_drop}")
+        require(self.auto_exclude is None or self.auto_exclude >= 0, "auto_exclude",
+                f"must be >= 0, got {self.auto_exclude}")
         if self.train_images is not None and not Path(self.train_images).is_dir():
-            raise InputError(f"{self.train_images}: --train-images must be a folder of images")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"--precision must be int8, fp16 or fp32, got {self.precision!r}")
-        if self.method not in CALIBRATION_METHODS:
-            raise InputError(f"--method must be one of {', '.join(CALIBRATION_METHODS)}, got {self.method!r}")
-        if self.batch < 1:
-            raise InputError("--batch must be >= 1")
-        self.img_size = normalize_img_size(self.img_size)
-        if min(self.img_size) < 32:
-            raise InputError("--img-size must be >= 32")
-        self.calibration().validate()
-        if self.recovers:
-            self.recover_config().validate()
+            raise InputError(f"{self.train_images}: not a folder", "Give a folder of images for recovery")
+        self.img_size = as_hw(self.img_size)
+        require(min(self.img_size) >= 32, "img_size", f"must be >= 32, got {self.img_size}")
+        validate_nested(self, ["export", "engine", "bench", "calibrate"]
+                        + (["prune"] if self.pruning else []) + (["recover"] if self.recovers else []))
         if self.data is not None:
             from ..data.labels import load_data_yaml
 
             load_data_yaml(self.data)
-
-    @property
-    def recovers(self) -> bool:
-        return self.prune > 0 and self.recover and self.recover_epochs > 0
-
-    def recover_config(self) -> RecoverConfig:
-        from ..recover import default_minutes
-
-        minutes = self.recover_minutes if self.recover_minutes is not None else default_minutes(self.device)
-        return RecoverConfig(epochs=self.recover_epochs or 1, img_size=self.img_size, batch=self.recover_batch,
-                             lr=self.recover_lr, max_images=self.recover_images, seed=self.seed, device=self.device,
-                             crop=self.recover_crop or None, time_budget_s=minutes * 60,
-                             target=self.recover_target if self.recover_target < 1 else None,
-                             workers=self.recover_workers, cache=self.recover_cache)
 
 
 @dataclass
@@ -150,12 +131,14 @@ class _Flow:
 
 
 class Build:
-    def __init__(self, opts: BuildOptions, command: str | None = None):
+    def __init__(self, opts: BuildConfig, command: str | None = None):
         self.o = opts
         self.out = Path(opts.out)
         self.command = command or " ".join(shlex.quote(a) for a in ["fyexport", *sys.argv[1:]])
         self.t0 = time.time()
         self.flow = _Flow()
+        self.hw: tuple = ()  # the input size, fitted to the model's stride by the load stage
+        self.split = None  # (training images, HoldOut, DataSpec), made once
 
     # -- running -----------------------------------------------------------------------------
     def run(self) -> dict | None:
@@ -166,6 +149,7 @@ class Build:
 
         self.o.validate()
         self.d = dist.setup(_device(self.o.device)) if dist.launched_by_torchrun() else dist.Dist()
+        self.hw = as_hw(self.o.img_size)
         if not self.d.main:
             return self._recovery_rank()
         self.out.mkdir(parents=True, exist_ok=True)
@@ -204,15 +188,13 @@ class Build:
         self.manifest.save("done" if passed else "failed-gate")
         summary = self.summary()
         if not passed:
-            err = GateError(gate_failure_line(f.gate, self.out))
-            err.summary = summary  # the report is still worth showing above the one line
-            raise err
+            raise GateError(gate_failure_line(f.gate, self.out), summary=summary)
         return summary
 
     def _calibration_images(self):
         from ..data.selection import select_images
 
-        return select_images(self.o.calib, self.o.num_images, self.o.seed, exclude=[self.out])
+        return select_images(self.o.calib, self.o.calibrate.num_images, self.o.seed, exclude=[self.out])
 
     def stage(self, name: str, key_inputs: dict, outputs: dict, fn) -> StageRecord:
         """Run ``fn()`` unless a previous run with the same key left intact outputs.
@@ -262,18 +244,24 @@ class Build:
 
     # -- the stages --------------------------------------------------------------------------
     def load(self) -> dict:
-        """Validates the checkpoint once (cached by its hash) and checks the data's classes."""
+        """Validates the checkpoint once (cached by its hash), fits the input size to the
+        model's stride (64 for the P6 models) for every later stage, and checks the data's
+        classes."""
         o = self.o
 
         def run():
             from ..models import load
             from ..models.stats import describe_model
 
-            d = describe_model(load(o.weights).fuse(), o.img_size)
+            model = load(o.weights).fuse()
+            hw = fit_img_size(o.img_size, int(max(model.head.stride.tolist())))
+            d = describe_model(model, hw)
             return {"nc": d["nc"], "names": d["names"], "params": d["params"], "gmacs": d["gmacs"],
-                    "head": d["source_head"]}
+                    "head": d["source_head"], "img_size": list(hw)}
 
-        base = self.stage("load", {"weights": self.w_sha, "img": list(o.img_size)}, {}, run).info
+        base = self.stage("load", {"weights": self.w_sha, "img": list(as_hw(o.img_size)), "fits": "stride"}, {},
+                          run).info
+        self.hw = tuple(base["img_size"])
         if o.data:
             from ..data.labels import load_data_yaml
 
@@ -284,23 +272,22 @@ class Build:
 
     def prune(self) -> None:
         o = self.o
-        if o.prune <= 0:
-            return self.skip("prune", "--prune 0")
+        if not o.pruning:
+            return self.skip("prune", "pruning ratio 0")
+        # with recovery, the training graph is pruned (its BatchNorm helps recovery; export fuses it)
+        cfg = replace(o.prune, count_size=self.hw, fuse=not o.recovers)
 
         def run():
             from ..models import load, save
             from ..prune import prune
 
-            # with recovery, the training graph is pruned: its BatchNorm re-estimates statistics for
-            # the new widths and makes recovery much faster (benchmarks/README.md); export fuses it
-            pm, res = prune(load(o.weights), o.prune, o.importance, o.round_to or None, count_size=o.img_size,
-                            fuse=not o.recovers)
+            pm, res = prune(load(o.weights), cfg)
             save(pm, self.path(PRUNED))
             return res.to_dict()
 
-        rec = self.stage("prune", {"weights": self.w_sha, "ratio": o.prune, "importance": o.importance,
-                                   "round_to": o.round_to, "size": list(o.img_size), "fused": not o.recovers},
-                         {"model": PRUNED}, run)
+        rec = self.stage("prune", {"weights": self.w_sha, "ratio": cfg.ratio, "importance": cfg.importance,
+                                   "round_to": cfg.round_to, "size": list(self.hw), "fused": cfg.fuse,
+                                   "global": cfg.global_pruning, "ignore": cfg.ignore}, {"model": PRUNED}, run)
         self.flow.model_file, self.flow.model_sha = str(self.path(PRUNED)), rec.outputs["model"]["sha256"]
 
     def heldout(self):
@@ -308,21 +295,20 @@ class Build:
         image), else images held out of the calibration folder; recovery never trains on them."""
         from ..recover import holdout_for, training_images
 
-        if not hasattr(self, "_split"):
+        if self.split is None:
             o = self.o
             paths, spec = training_images(o.calib, o.data, exclude=[self.out],
                                           extra=[o.train_images] if o.train_images else [])
-            cfg = o.recover_config()
-            self._split = (*holdout_for(paths, spec, cfg, self.flow.base["nc"]), spec)
-        return self._split
+            self.split = (*holdout_for(paths, spec, o.recovery(self.hw), self.flow.base["nc"]), spec)
+        return self.split
 
     def recover(self) -> None:
         """Recovery by default whenever the model is pruned: on the calibration folder, the
         --data train split and --train-images, until the target, the time or the epoch limit."""
         o, f = self.o, self.flow
         if not o.recovers:
-            self.skip("recover", "no pruning" if not o.prune else "--no-recover")
-            if o.prune > 0:
+            self.skip("recover", "no pruning" if not o.pruning else "recovery off")
+            if o.pruning:
                 G_LOGGER.warning("the pruned model is not recovered: expect a large accuracy loss; the accuracy "
                                  "gate decides")
             return
@@ -330,7 +316,7 @@ class Build:
         from ..recover import dist
 
         paths, holdout, spec = self.heldout()
-        pruned, cfg = f.model_file, o.recover_config()
+        pruned, cfg = f.model_file, o.recovery(self.hw)
         key = {"model": f.model_sha, "teacher": self.w_sha, "images": file_list_hash(paths),
                "holdout": file_list_hash(holdout.images) if holdout else None, "data": self.data_sha,
                "config": cfg.key()}
@@ -348,7 +334,7 @@ class Build:
         from ..recover import recover
 
         paths, holdout, spec = self.heldout()
-        return recover(load(pruned), load(self.o.weights), paths, self.path(RECOVERED), self.o.recover_config(),
+        return recover(load(pruned), load(self.o.weights), paths, self.path(RECOVERED), self.o.recovery(self.hw),
                        data=spec, resume=True, holdout=holdout)
 
     def _recovery_rank(self) -> None:
@@ -357,7 +343,9 @@ class Build:
         from ..recover import dist
 
         o = self.o
-        self.flow.base = {"nc": load(o.weights).nc}
+        model = load(o.weights)
+        self.flow.base = {"nc": model.nc}
+        self.hw = fit_img_size(o.img_size, int(max(model.head.stride.tolist())))
         if o.recovers and dist.broadcast_flag(self.d, False):
             self._recover(self.path(PRUNED))
         dist.teardown(self.d)
@@ -365,23 +353,24 @@ class Build:
 
     def export(self) -> None:
         o, f = self.o, self.flow
-        model_file = f.model_file
+        model_file, cfg = f.model_file, replace(o.export, img_size=self.hw)
 
         def run():
             from ..models import load
             from ..onnx.export import export_onnx
 
-            r = export_onnx(load(model_file), self.path(MODEL_ONNX), o.img_size, o.batch)
+            r = export_onnx(load(model_file), self.path(MODEL_ONNX), cfg)
             return {"simplified": r.simplified, "input": r.input_shape, "output": r.output_shape}
 
-        rec = self.stage("export", {"model": f.model_sha, "size": list(o.img_size), "batch": o.batch},
-                         {"onnx": MODEL_ONNX}, run)
+        rec = self.stage("export", {"model": f.model_sha, "size": list(self.hw), "batch": cfg.batch,
+                                    "dynamic": cfg.dynamic_batch, "simplify": cfg.simplify, "opset": cfg.opset,
+                                    "nms": cfg.nms.to_dict() if cfg.nms else None}, {"onnx": MODEL_ONNX}, run)
         f.onnx_sha = rec.outputs["onnx"]["sha256"]
 
     def calibrate(self) -> None:
         o = self.o
-        if o.precision != "int8":
-            return self.skip("calibrate", f"--precision {o.precision}")
+        if o.engine.precision != "int8":
+            return self.skip("calibrate", f"precision {o.engine.precision}")
         copts = o.calibration()
 
         def run():
@@ -402,24 +391,26 @@ class Build:
         if f.gate is not None and not f.gate["passed"] and not o.force:
             return self.skip("engine", "the accuracy gate failed (--force builds it anyway)")
         if not tensorrt_usable():
-            target = ARTIFACTS["trt-fp16"] if o.precision == "int8" else MODEL_ONNX
+            target = ARTIFACTS["trt-fp16"] if o.engine.precision == "int8" else MODEL_ONNX
             self.skip("engine", "TensorRT and a GPU are not available here")
-            G_LOGGER.info(f"build the engine on the target GPU with: fyexport engine {self.path(target)} -o "
-                          f"{ENGINE} --precision {o.precision}   (or: trtexec --onnx={self.path(target)} "
-                          f"--stronglyTyped --saveEngine={ENGINE})")
+            G_LOGGER.info(f"build the engine on the target GPU with 'fyexport engine {self.path(target)} -o "
+                          f"{ENGINE} --precision {o.engine.precision}' (or 'trtexec --onnx={self.path(target)} "
+                          f"--stronglyTyped --saveEngine={ENGINE}')")
             return
         from ..trt import import_trt
-        from ..trt.engine import BuildConfig, build_engine, preferred_qdq_flavour
+        from ..trt.engine import build_engine, preferred_qdq_flavour
         from ..trt.sidecar import sidecar_path
 
-        src = self.path(ARTIFACTS[preferred_qdq_flavour(import_trt())] if o.precision == "int8" else MODEL_ONNX)
+        src = self.path(ARTIFACTS[preferred_qdq_flavour(import_trt())] if o.engine.precision == "int8"
+                        else MODEL_ONNX)
 
         def run():
-            r = build_engine(src, self.path(ENGINE), BuildConfig(precision=o.precision, workspace_gib=o.workspace_gib))
-            return {k: r.meta.get(k) for k in ("int8_layers", "layers", "tensorrt", "gpu")}
+            r = build_engine(src, self.path(ENGINE), o.engine)
+            e = r.meta.engine
+            return {"int8_layers": e.int8_layers, "layers": e.layers, "tensorrt": e.tensorrt, "gpu": e.gpu}
 
-        self.stage("engine", {"onnx": sha256_file(src), "precision": o.precision, "trt": tensorrt_version(),
-                              "gpu": gpu_facts(with_driver=False).get("gpu")},
+        self.stage("engine", {"onnx": sha256_file(src), "precision": o.engine.precision, "trt": tensorrt_version(),
+                              "gpu": gpu_facts(with_driver=False).get("gpu"), "workspace": o.engine.workspace_gib},
                    {"engine": ENGINE, "engine_json": sidecar_path(ENGINE).name}, run)
         f.engine = self.path(ENGINE)
 
@@ -430,9 +421,9 @@ class Build:
         from .accuracy import candidates, gate, measure
 
         o = self.o
-        models = candidates(self.out, o.precision, o.prune > 0, self.path(MODEL_ONNX), ARTIFACTS)
+        models = candidates(self.out, o.engine.precision, o.pruning, self.path(MODEL_ONNX), ARTIFACTS)
         _, holdout, spec = self.heldout()
-        hw = o.img_size
+        hw = self.hw
 
         def run():
             from ..bench.plan import baseline_onnx
@@ -446,35 +437,31 @@ class Build:
         key = {k: sha256_file(v) if v is not None else self.w_sha for k, v in models.items()} | {
             "data": self.data_sha, "n": o.eval_images, "holdout": [str(p) for p in holdout.images] if holdout else None}
         ev = self.stage("eval", key, {"eval": "eval.json"}, run).info
-        self.flow.gate = gate(ev, o.max_map_drop, o.recover_target if o.recovers else None)
+        self.flow.gate = gate(ev, o.max_map_drop, o.recover.target if o.recovers else None)
 
     def bench(self) -> None:
         o, f = self.o, self.flow
-        if not o.bench:
-            return self.skip("bench", "--no-bench")
+        if not o.run_bench:
+            return self.skip("bench", "bench off")
         arts = [str(self.path(MODEL_ONNX))]
-        if o.precision == "int8":
+        if o.engine.precision == "int8":
             arts.append(str(self.path(ARTIFACTS["cpu"])))
         if f.engine:
             arts.append(str(f.engine))
 
         def run():
-            from ..bench.plan import BenchOptions
-            from ..bench.report import plot
-            from ..bench.run import run_bench
+            from ..bench import plot, run_bench
 
-            rep = run_bench(arts, o.weights, BenchOptions(
-                runtime="auto" if f.engine else "onnxruntime", device=o.device, batches=(o.batch,),
-                img_size=o.img_size, warmup=0.2, duration=o.bench_duration, images=o.calib, images_exclude=(self.out,),
-                workdir=self.out / "bench",
-                agreement_images=0))  # the build's accuracy table measures agreement on held-out images
+            rep = run_bench(arts, o.weights, replace(
+                o.bench, runtime="auto" if f.engine else "onnxruntime", device=o.device, batches=(o.export.batch,),
+                img_size=self.hw, images=o.calib, images_exclude=(self.out,), workdir=self.out / "bench"))
             write_json(self.path("bench.json"), rep)
             plot(rep, self.path("bench.png"))
             return {"rows": [{k: r[k] for k in ("model", "runtime", "precision", "batch", "speedup")}
                              | {"median_ms": r["compute_ms"]["median"]} for r in rep["rows"]]}
 
         self.stage("bench", {"artifacts": [sha256_file(a) for a in arts], "baseline": self.w_sha,
-                             "size": list(o.img_size), "batch": o.batch, "duration": o.bench_duration,
+                             "size": list(self.hw), "batch": o.export.batch, "duration": o.bench.duration,
                              "images": self.imgs.list_hash}, {"bench": "bench.json", "plot": "bench.png"}, run)
 
     # -- report ------------------------------------------------------------------------------
@@ -494,20 +481,31 @@ def _device(device: str) -> str:
     return resolve_device(device)
 
 
-def run_build(opts: BuildOptions, command: str | None = None) -> dict | None:
+def run_build(opts: BuildConfig, command: str | None = None) -> dict | None:
     return Build(opts, command).run()
 
 
-def demo_options(out: Path, calib: Path, data: Path, num_images: int, prune: float = 0.3, recover_epochs: int = 100,
-                 recover_minutes: float = 3.5, device: str = "auto") -> BuildOptions:
+@dataclass
+class DemoConfig:
     """``fyexport demo``: the build on the bundled yolov7-tiny and generated shapes data, sized
-    for a few minutes on a 2-core CPU (recovery on 320x320 crops, at most ``recover_minutes``)."""
-    from ..models import BUNDLED_CHECKPOINT
+    for a few minutes on a 2-core CPU."""
 
-    return BuildOptions(weights=str(BUNDLED_CHECKPOINT), calib=str(calib), out=str(out), prune=prune, data=str(data),
-                        recover_epochs=recover_epochs, img_size=640, batch=1, precision="int8", method="search",
-                        device=device, num_images=num_images, recover_batch=16, recover_crop=320,
-                        recover_minutes=recover_minutes, bench_duration=2.0)
+    out: str = "fyexport-demo"
+    calib_images: int = 400  # generated images for calibration and recovery
+    val_images: int = 100
+    prune: float = 0.3
+    recover_epochs: int = 100
+    recover_minutes: float = 3.5
+    device: str = "auto"
+
+    def build_config(self, calib: Path, data: Path) -> BuildConfig:
+        from ..models import BUNDLED_CHECKPOINT
+
+        base = BuildConfig()
+        return replace(base, weights=str(BUNDLED_CHECKPOINT), calib=str(calib), out=str(Path(self.out) / "build"),
+                       data=str(data), device=self.device, prune=replace(base.prune, ratio=self.prune),
+                       recover=replace(base.recover, epochs=self.recover_epochs, minutes=self.recover_minutes),
+                       calibrate=replace(base.calibrate, num_images=self.calib_images))
 
 
 def render_summary(s: dict) -> None:

@@ -18,6 +18,7 @@ from .calibration import (
            DEFAULT_BATCH,
            FLAVOURS,
            STATS_FILE,
+           CalibrationConfig,
            CalibrationOptions,
            CalibrationResult,
            calibrate,
@@ -25,5 +26,6 @@ from .calibration import (
            save_collected,
 )
 
-__all__ = ["ARTIFACTS", "CALIBRATION_METHODS", "DEFAULT_BATCH", "FLAVOURS", "STATS_FILE", "CalibrationOptions",
+__all__ = ["ARTIFACTS", "CALIBRATION_METHODS", "DEFAULT_BATCH", "FLAVOURS", "STATS_FILE", "CalibrationConfig",
+           "CalibrationOptions",
            "CalibrationResult", "calibrate", "load_collected", "save_collected"]

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..core.config import ConfigError, require
 from ..core.errors import FyexportError, InputError
 from ..core.log import G_LOGGER
 
@@ -42,10 +43,12 @@ ARTIFACTS = {"cache": "calib.cache", "json": "calib.json", **{k: f.file for k, f
 
 
 @dataclass
-class CalibrationOptions:
-    num_images: int | None = 500
-    batch: int = DEFAULT_BATCH
-    method: str = "entropy"
+class CalibrationConfig:
+    """The calibrate stage's settings."""
+
+    num_images: int | None = 500  # images sampled (deterministically) from the folder
+    batch: int = DEFAULT_BATCH  # images per histogram batch
+    method: str = "entropy"  # TensorRT's KL search (the build uses "search")
     percentile: float = 99.99
     seed: int = 0
     exclude: str | None = None  # regex of Conv node/tensor names kept in float
@@ -56,24 +59,23 @@ class CalibrationOptions:
     flavours: tuple = tuple(FLAVOURS)
 
     def validate(self) -> None:
-        if self.method not in CALIBRATION_METHODS:
-            raise InputError(f"--method must be one of {', '.join(CALIBRATION_METHODS)}, got {self.method!r}")
-        if not (0 < self.percentile <= 100):
-            raise InputError(f"--percentile must be in (0, 100], got {self.percentile}")
-        if self.batch < 1:
-            raise InputError(f"--batch must be >= 1, got {self.batch}")
-        if self.num_images is not None and self.num_images < 1:
-            raise InputError(f"--num-images must be >= 1, got {self.num_images}")
-        if self.auto_exclude < 0 or self.bias_correction < 0:
-            raise InputError("--auto-exclude and --bias-correction must be >= 0")
+        require(self.method in CALIBRATION_METHODS, "method",
+                f"must be one of {', '.join(CALIBRATION_METHODS)}, got {self.method!r}")
+        require(0 < self.percentile <= 100, "percentile", f"must be in (0, 100], got {self.percentile}")
+        require(self.batch >= 1, "batch", f"must be >= 1, got {self.batch}")
+        require(self.num_images is None or self.num_images >= 1, "num_images", f"must be >= 1, got {self.num_images}")
+        require(self.auto_exclude >= 0, "auto_exclude", f"must be >= 0, got {self.auto_exclude}")
+        require(self.bias_correction >= 0, "bias_correction", f"must be >= 0, got {self.bias_correction}")
         if self.exclude:
             try:
                 re.compile(self.exclude)
             except re.error as e:
-                raise InputError(f"--exclude: bad regular expression ({e})")
+                raise ConfigError("exclude", f"is not a regular expression ({e})")
         unknown = set(self.flavours) - set(FLAVOURS)
-        if unknown:
-            raise InputError(f"unknown Q/DQ flavour(s) {sorted(unknown)}; known: {', '.join(FLAVOURS)}")
+        require(not unknown, "flavours", f"has unknown Q/DQ flavour(s) {sorted(unknown)}; known: {', '.join(FLAVOURS)}")
+
+
+CalibrationOptions = CalibrationConfig  # the 0.1 name, for one release
 
 
 @dataclass
@@ -111,14 +113,14 @@ def _peak_rss_mb() -> float | None:
         return None
 
 
-def calibrate(onnx_path, images, out_dir, options: CalibrationOptions | None = None, **overrides) -> CalibrationResult:
+def calibrate(onnx_path, images, out_dir, options: CalibrationConfig | None = None, **overrides) -> CalibrationResult:
     """Calibrate the FP32 ``onnx_path`` on the images under the folder ``images`` (or an
     :class:`~fyexport.data.images.ImageSet` already selected) and write :data:`ARTIFACTS` to
-    ``out_dir``.  ``overrides`` set :class:`CalibrationOptions` fields."""
+    ``out_dir``.  ``overrides`` set :class:`CalibrationConfig` fields."""
     from ..core.artifacts import sha256_file
     from ..data.selection import ImageSet, select_images
 
-    o = replace(options or CalibrationOptions(), **overrides)
+    o = replace(options or CalibrationConfig(), **overrides)
     o.validate()
     proto, plan = _plan(onnx_path, o.exclude)
     imgs = images if isinstance(images, ImageSet) else select_images(images, o.num_images, o.seed)
@@ -157,11 +159,11 @@ def _plan(onnx_path, exclude):
     except Exception as e:  # noqa: BLE001 - a graph we do not understand
         raise InputError(f"{onnx_path}: cannot plan Q/DQ placement ({e})")
     if not plan.conv_nodes:
-        raise InputError(f"{onnx_path}: no Conv left to quantize (check --exclude)")
+        raise InputError(f"{onnx_path}: no Conv left to quantize (check `exclude`)")
     return proto, plan
 
 
-def _statistics(proto, plan, imgs, out_dir: Path, model_sha: str, o: CalibrationOptions):
+def _statistics(proto, plan, imgs, out_dir: Path, model_sha: str, o: CalibrationConfig):
     """The histograms of this model on these images: reused from calib.stats.json when it was
     made by the same model, images and settings, else collected (resumably) and saved."""
     from .collect import collect, state_key
@@ -248,7 +250,7 @@ def _auto_exclude(proto, plan, chosen: _Amax, ranges, probe, k: int, exclude):
                       "kept_float": [g for g, _, _ in kept]}
 
 
-def _write_outputs(proto, plan, chosen: _Amax, col, imgs, out_dir: Path, o: CalibrationOptions, onnx_path,
+def _write_outputs(proto, plan, chosen: _Amax, col, imgs, out_dir: Path, o: CalibrationConfig, onnx_path,
                    model_sha: str):
     """The cache and the Q/DQ models; returns (files, the calib.json record so far)."""
     from ..core.artifacts import recorded_path, sha256_file, write_text
@@ -267,14 +269,14 @@ def _write_outputs(proto, plan, chosen: _Amax, col, imgs, out_dir: Path, o: Cali
                    "selected": len(imgs.paths),
                    "used": col.images_used, "skipped": col.images_skipped, "skipped_reasons": col.skipped_reasons,
                    "list_sha256": imgs.list_hash, "seed": o.seed, "num_images": o.num_images},
-        "batch": o.batch, "preprocessing": PREPROCESSING, "input_size": meta.get("img_size"),
+        "batch": o.batch, "preprocessing": PREPROCESSING, "input_size": list(meta.img_size) if meta.img_size else None,
         "model": {"path": recorded_path(onnx_path, out_dir / ARTIFACTS["json"]), "sha256": model_sha},
         "exclude": o.exclude, "excluded_convs": plan.excluded_convs, "quantized_convs": len(plan.conv_nodes),
         "auto_exclude": o.auto_exclude, "sensitivity": None, "method_selection": chosen.selection,
         "trt_cache_header_version": ver,
     }
-    meta["calibration"] = {"method": chosen.method, "images": col.images_used, "list_sha256": imgs.list_hash,
-                           "cache_sha256": sha256_file(files["cache"])}
+    meta = meta.with_(calibration={"method": chosen.method, "images": col.images_used,
+                                   "list_sha256": imgs.list_hash, "cache_sha256": sha256_file(files["cache"])})
     shifts = {}
     if o.bias_correction:
         shifts, n = _bias_shifts(proto, plan, chosen, imgs, o)
@@ -286,7 +288,7 @@ def _write_outputs(proto, plan, chosen: _Amax, col, imgs, out_dir: Path, o: Cali
     return files, info
 
 
-def _bias_shifts(proto, plan, chosen: _Amax, imgs, o: CalibrationOptions) -> tuple[dict, int]:
+def _bias_shifts(proto, plan, chosen: _Amax, imgs, o: CalibrationConfig) -> tuple[dict, int]:
     """({"trt"|"cpu": {conv: per-channel mean output shift}} for the flavours asked for,
     images used)."""
     from .bias import local_shifts
@@ -296,7 +298,7 @@ def _bias_shifts(proto, plan, chosen: _Amax, imgs, o: CalibrationOptions) -> tup
     return {fl: local_shifts(proto, plan, chosen.amax, chosen.gmin, xs, fl) for fl in kinds}, len(xs)
 
 
-def write_flavours(proto, plan, chosen: _Amax, ranges, shifts: dict, meta: dict, out_dir: Path, flavours) -> dict:
+def write_flavours(proto, plan, chosen: _Amax, ranges, shifts: dict, meta, out_dir: Path, flavours) -> dict:
     """Build, tag, check and write each Q/DQ flavour; {flavour: path}."""
     import onnx
 
@@ -312,7 +314,7 @@ def write_flavours(proto, plan, chosen: _Amax, ranges, shifts: dict, meta: dict,
         else:
             qm = build_qdq(proto, plan, chosen.amax, chosen.gmin, ranges, fl, shifts.get(fl))
             trt_model = qm if fl == "trt" else trt_model
-        write_meta(qm, dict(meta) | {"precision": FLAVOURS[fl].precision, "flavour": fl})
+        write_meta(qm, meta.with_(precision=FLAVOURS[fl].precision, flavour=fl))
         onnx.checker.check_model(qm)
         path = out_dir / FLAVOURS[fl].file
         with atomic_path(path) as tmp:

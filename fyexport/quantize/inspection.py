@@ -36,7 +36,7 @@ def _value(inits, name):
 def inspect_qdq(proto, path: str = "") -> Inspection:
     from ..onnx.facts import read_meta
 
-    flavour = read_meta(proto).get("flavour", "")
+    flavour = read_meta(proto).flavour or ""
     producer, consumers, consts = graph_index(proto)
     inits = {i.name: i for i in proto.graph.initializer}
     rep = Inspection(path=path, flavour=flavour or "unknown")

@@ -15,18 +15,10 @@ from pathlib import Path
 from ..core.errors import InputError
 from ..core.log import G_LOGGER
 from .check import HoldOut, split_holdout
-from .config import CACHES, RecoverConfig
+from .config import CACHES, DEFAULT_MINUTES, DEFAULT_TARGET, RecoverConfig
 from .train import state_path
 
-DEFAULT_MINUTES = {"cpu": 15.0, "cuda": 10.0}  # the time limit when none is given (README: recovery)
-DEFAULT_TARGET = 0.95
 HOLDOUT_IMAGES = 200  # images held out of label-free training to measure teacher agreement
-
-
-def default_minutes(device: str) -> float:
-    from ..core.machine import resolve_device
-
-    return DEFAULT_MINUTES["cuda" if resolve_device(device).startswith("cuda") else "cpu"]
 
 
 def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, resume: bool = False,
@@ -39,7 +31,7 @@ def recover(student, teacher, images, output, cfg: RecoverConfig, data=None, res
     output = Path(output)
     if teacher.nc != student.nc:
         raise InputError(f"teacher has {teacher.nc} classes but the pruned model has {student.nc}",
-                         "Use the checkpoint the pruned model was made from as --teacher")
+                         "Use the checkpoint the pruned model was made from as the teacher")
     cfg.validate()
     paths = list(images)
     if cfg.max_images:
@@ -72,7 +64,7 @@ def training_images(images=None, data=None, exclude=(), extra=()) -> tuple[list,
     if spec is not None:
         paths += spec.images("train")
     if not paths:
-        raise InputError("give --images DIR (label-free) and/or --data data.yaml (with labels)")
+        raise InputError("no training images", "Give a folder of images (label-free) and/or a data yaml (with labels)")
     unique: dict = {}
     for p in paths:  # the same file reached by another spelling (relative, symlinked) counts once
         unique.setdefault(os.path.realpath(p), Path(p))
@@ -87,6 +79,7 @@ def recover_from_paths(pruned, teacher, images, data, output, cfg: RecoverConfig
     out = Path(output)
     if out.suffix not in (".pt", ".pth"):
         raise InputError(f"{output}: the recovered model is saved as .pt")
+    cfg.validate()  # usage errors before any work
     paths, spec = training_images(images, data)
     student = load(pruned)
     if not student.meta.get("prune"):
@@ -135,6 +128,6 @@ def taylor_loss_fn(data, model, batches: int = 4, batch: int = 8, img_size: int 
     return run
 
 
-__all__ = ["CACHES", "DEFAULT_MINUTES", "DEFAULT_TARGET", "HoldOut", "RecoverConfig", "default_minutes",
+__all__ = ["CACHES", "DEFAULT_MINUTES", "DEFAULT_TARGET", "HoldOut", "RecoverConfig",
            "holdout_for", "recover", "recover_from_paths", "split_holdout", "state_path", "taylor_loss_fn",
            "training_images"]

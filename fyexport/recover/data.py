@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.config import ConfigError
 from ..core.errors import InputError
 from ..core.log import G_LOGGER, progress
 from .config import CACHES
@@ -58,9 +59,9 @@ class TrainingSet(torch.utils.data.Dataset):
 
     def __init__(self, paths, hw, nc: int | None = None, cache: str = "none", cache_dir=None):
         if cache not in CACHES or cache == "auto":
-            raise InputError(f"--cache must be one of {', '.join(CACHES)}, got {cache!r}")
+            raise ConfigError("cache", f"must be one of {', '.join(CACHES)} here, got {cache!r}")
         if cache == "disk" and cache_dir is None:
-            raise InputError("--cache disk needs a cache folder")
+            raise ConfigError("cache", "disk needs a cache folder")
         self.paths, self.hw, self.nc = [str(p) for p in paths], tuple(hw), nc
         self.cache, self.cache_dir = cache, Path(cache_dir) if cache_dir else None
         self.bank: np.ndarray | None = None  # ram cache

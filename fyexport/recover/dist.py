@@ -49,7 +49,7 @@ def setup(device: str) -> Dist:
     if device.startswith("cuda"):
         if torch.cuda.device_count() <= local:
             raise FyexportError(f"rank {rank}: LOCAL_RANK {local} but only {torch.cuda.device_count()} GPUs here",
-                                "Start at most one process per GPU (--nproc-per-node)")
+                                "Start at most one process per GPU ('torchrun --nproc-per-node N')")
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
     if not td.is_initialized():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..core.config import ConfigError
 from ..core.errors import InputError
 from ..trt import ENGINE_SUFFIXES
 from .base import Runner, RunnerInfo
@@ -36,7 +37,7 @@ def open_runner(src, runtime: str = "auto", device: str = "auto", precision: str
                            channels_last=channels_last, img_size=img_size)
     kind = artifact_kind(src)
     if runtime not in RUNTIMES:
-        raise InputError(f"--runtime must be auto, torch, onnxruntime or tensorrt, got {runtime!r}")
+        raise ConfigError("runtime", f"must be auto, torch, onnxruntime or tensorrt, got {runtime!r}")
     if kind == "checkpoint":
         if runtime not in ("auto", "torch"):
             raise InputError(f"{src}: a checkpoint runs on the torch runtime; export it first for {runtime}")

@@ -24,11 +24,10 @@ class OrtRunner(Runner):
         dims = list(inp.dims)
         if len(dims) != 4 or dims[2] is None or dims[3] is None:
             raise InputError(f"{path}: input {inp.name} has shape {dims}; fyexport needs [B,3,H,W] with fixed H,W")
-        out_names = [o.name for o in proto.graph.output]
-        self.has_nms = "num_dets" in out_names
+        out_names = tuple(o.name for o in proto.graph.output)
         self.trt_only_ops = sorted({n.op_type for n in proto.graph.node if n.op_type.endswith("_TRT")})
         precision, flavour = onnx_precision(proto)
-        nc = self.meta.get("nc")
+        nc = self.meta.nc
         if nc is None:
             od = proto.graph.output[0].type.tensor_type.shape.dim
             nc = (od[-1].dim_value - 5) if od and od[-1].dim_value else 0
@@ -37,9 +36,11 @@ class OrtRunner(Runner):
         self.device = device
         self.info = RunnerInfo(
             path=str(path), runtime="onnxruntime", precision=precision, device=device,
-            input_hw=(dims[2], dims[3]), batch=dims[0], nc=int(nc), names=list(self.meta.get("names") or []),
-            mode=flavour, size_mb=round(self.path.stat().st_size / 1e6, 2), prune=self.meta.get("prune"),
+            input_hw=(dims[2], dims[3]), batch=dims[0], nc=int(nc), names=list(self.meta.names),
+            mode=flavour, size_mb=round(self.path.stat().st_size / 1e6, 2), prune=self.meta.prune,
             params=self.meta.get("params"), gmacs=self.meta.get("gmacs"),
+            batch_range=(dims[0], dims[0]) if dims[0] else (1, None), graph_nms=self.meta.nms, outputs=out_names,
+            meta=self.meta,
         )
 
     def _load(self) -> None:
@@ -48,13 +49,13 @@ class OrtRunner(Runner):
         if self.trt_only_ops:
             raise InputError(f"{self.path}: uses the TensorRT plugin {', '.join(self.trt_only_ops)}, which runs on "
                              "TensorRT only, not on ONNX Runtime",
-                             "Build an engine with 'fyexport engine' and use that, or export with '--nms onnx' to "
-                             "run it on ONNX Runtime")
+                             "Build an engine with 'fyexport engine' and use that, or export with "
+                             "'fyexport export --nms onnx' to run it on ONNX Runtime")
         providers = ["CPUExecutionProvider"]
         if self.device.startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise InputError("onnxruntime has no CUDA provider here",
-                                 "Install the [gpu] extra (onnxruntime-gpu) or use --device cpu")
+                                 "Install the [gpu] extra (onnxruntime-gpu) or use the cpu `device`")
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         self.sess = ort.InferenceSession(str(self.path), session_options(self.threads), providers=providers)
         self.output_names = [o.name for o in self.sess.get_outputs()]
@@ -63,8 +64,7 @@ class OrtRunner(Runner):
     def _infer(self, x: np.ndarray) -> np.ndarray:
         return self.sess.run(self.output_names[:1], {self.input_name: x})[0]
 
-    def run_all(self, x: np.ndarray) -> dict:
-        """All outputs by name (used for NMS-in-graph models)."""
+    def _run_all(self, x: np.ndarray) -> dict:
         return dict(zip(self.output_names, self.sess.run(self.output_names, {self.input_name: x})))
 
     def _close(self) -> None:

@@ -7,6 +7,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.imgsize import as_hw, fit_img_size
 from ..core.machine import resolve_device
 from .base import Runner, RunnerInfo
 
@@ -26,8 +27,6 @@ class TorchRunner(Runner):
     def __init__(self, model_or_path, device: str = "cpu", precision: str = "fp32", mode: str = "eager",
                  channels_last: bool = False, img_size=640):
         super().__init__()
-        from ..data.images import normalize_img_size
-
         self.device = resolve_device(device)
         if precision not in ("fp32", "fp16"):
             raise InputError(f"PyTorch runner precision must be fp32 or fp16, got {precision}")
@@ -42,7 +41,7 @@ class TorchRunner(Runner):
         path = str(model_or_path) if isinstance(model_or_path, (str, Path)) else "<model>"
         modestr = mode + (" channels-last" if channels_last else "")
         self.info = RunnerInfo(path=path, runtime="torch", precision=precision, device=self.device,
-                               input_hw=normalize_img_size(img_size), batch=None, nc=0, mode=modestr)
+                               input_hw=as_hw(img_size), batch=None, nc=0, mode=modestr)
         if isinstance(model_or_path, (str, Path)):
             self.info.size_mb = round(Path(model_or_path).stat().st_size / 1e6, 2)
         self._graphs: dict = {}
@@ -59,8 +58,10 @@ class TorchRunner(Runner):
         for p in model.parameters():
             p.requires_grad_(False)
         self.info.nc, self.info.names = int(model.nc), list(model.names)
+        self.info.input_hw = fit_img_size(self.info.input_hw, int(max(model.head.stride.tolist())))
         self.info.params = sum(p.numel() for p in model.parameters())
         self.info.prune = model.meta.get("prune")
+        self.info.meta = model.meta
         dtype = torch.float16 if self.precision == "fp16" else torch.float32
         model = model.to(self.device, dtype)
         if self.channels_last:

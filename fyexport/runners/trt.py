@@ -15,8 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..core.config import ConfigError
 from ..core.errors import FyexportError, InputError
-from ..core.log import G_LOGGER
 from ..trt import import_trt, init_plugins, make_logger
 from ..trt.sidecar import check_compatible, read_sidecar
 from .base import Runner, RunnerInfo
@@ -36,26 +36,29 @@ class TrtRunner(Runner):
         self.path = check_file(path, "TensorRT engine")
         self.meta = read_sidecar(self.path)
         self.device = "cuda" if device in ("auto", None) else device
-        shape = (self.meta.get("input") or {}).get("shape") or [None, 3, None, None]
-        img = self.meta.get("img_size") or shape[2:]
+        shape = ((self.meta.engine.input if self.meta.engine else None) or {}).get("shape") or [None, 3, None, None]
+        img = self.meta.img_size or shape[2:]
         self.info = RunnerInfo(
-            path=str(path), runtime="tensorrt", precision=self.meta.get("precision", "?"), device=self.device,
+            path=str(path), runtime="tensorrt", precision=self.meta.precision or "?", device=self.device,
             input_hw=tuple(img) if img and None not in img else (0, 0),
-            batch=None if (shape[0] in (None, -1)) else int(shape[0]), nc=int(self.meta.get("nc") or 0),
-            names=list(self.meta.get("names") or []), size_mb=round(self.path.stat().st_size / 1e6, 2),
-            prune=self.meta.get("prune"),
+            batch=None if (shape[0] in (None, -1)) else int(shape[0]), nc=int(self.meta.nc or 0),
+            names=list(self.meta.names), size_mb=round(self.path.stat().st_size / 1e6, 2), prune=self.meta.prune,
+            graph_nms=self.meta.nms, meta=self.meta,
         )
 
     def _load(self) -> None:
         import torch
 
-        trt = import_trt(onnx_hint=(self.meta.get("onnx") or {}).get("file", "model.onnx"))
+        onnx_facts = (self.meta.engine.onnx if self.meta.engine else None) or {}
+        trt = import_trt(onnx_hint=onnx_facts.get("file", "model.onnx"))
         fake = bool(getattr(trt, "__fyexport_fake__", False))
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError(f"{self.path}: TensorRT engines need an NVIDIA GPU, and none is visible here")
         if self.device == "cpu" and not fake:
-            raise InputError("TensorRT runs on the GPU: use --device cuda")
-        check_compatible(self.meta, trt, self.path, gpu=self.meta if fake else None)
+            raise ConfigError("device", "is the cpu, but TensorRT runs on the GPU", "Use the cuda device")
+        e = self.meta.engine
+        check_compatible(self.meta, trt, self.path,
+                         gpu={"gpu": e.gpu, "compute_capability": e.compute_capability} if fake and e else None)
         self.trt = trt
         self.logger = make_logger(trt)
         init_plugins(trt)  # an engine with EfficientNMS_TRT deserializes only with the plugin registered
@@ -78,13 +81,15 @@ class TrtRunner(Runner):
         if self.info.input_hw == (0, 0):
             self.info.input_hw = shape[2:]
         self.info.batch = None if shape[0] == -1 else int(shape[0])
-        self.batch_range = self._profile_batches(in_name, shape)
+        self.info.batch_range = self._profile_batches(in_name, shape)
+        self.info.outputs = tuple(name for name, _ in self.outputs)
         self.stream = torch.cuda.Stream() if self.device.startswith("cuda") else None
         self._staged: dict = {}
 
     def _deserialize_hint(self) -> str:
-        cmd = self.meta.get("build_command") or f"fyexport engine MODEL.onnx -o {self.path.name}"
-        if (self.meta.get("nms") or {}).get("kind") == "trt-plugin":
+        cmd = (self.meta.engine.build_command if self.meta.engine else None) or \
+            f"fyexport engine MODEL.onnx -o {self.path.name}"
+        if self.meta.nms and self.meta.nms.kind == "trt-plugin":
             return ("The engine uses the EfficientNMS_TRT plugin: this TensorRT's plugin library (libnvinfer_plugin) "
                     f"must provide it; or rebuild it here with: {cmd}")
         return f"An engine from another TensorRT build or GPU, or one needing a plugin missing here; rebuild: {cmd}"
@@ -96,17 +101,6 @@ class TrtRunner(Runner):
         lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
         return int(lo[0]), int(hi[0])
 
-    def accepted_batches(self, requested) -> list:
-        """The batch sizes of ``requested`` this engine accepts (the ones bench times); if none,
-        its largest, with a warning, as for a static-batch artifact."""
-        lo, hi = self.batch_range
-        ok = [int(b) for b in requested if lo <= int(b) <= hi]
-        skipped = [int(b) for b in requested if int(b) not in ok]
-        if skipped:
-            G_LOGGER.warning(f"{self.path.name}: the engine accepts batch {lo}..{hi}; not timing batch "
-                             f"{', '.join(map(str, skipped))}" + ("" if ok else f"; timing batch {hi}"))
-        return ok or [hi]
-
     def _handle(self) -> int:
         return int(self.stream.cuda_stream) if self.stream is not None else 0
 
@@ -115,11 +109,12 @@ class TrtRunner(Runner):
         import torch
 
         in_name = self.inputs[0][0]
-        lo, hi = self.batch_range
+        lo, hi = self.info.batch_range
         b = int(x_dev.shape[0])
         if not lo <= b <= hi:
             raise InputError(f"{self.path}: batch {b} is outside the engine's profile (batch {lo} to {hi})",
-                             "Run batches in that range, or rebuild the engine with --min-batch/--max-batch")
+                             "Run batches in that range, or rebuild the engine "
+                             "('fyexport engine ... --min-batch N --max-batch M')")
         if not self.context.set_input_shape(in_name, tuple(x_dev.shape)):
             raise FyexportError(f"{self.path}: TensorRT refused input shape {tuple(x_dev.shape)} for '{in_name}'")
         self._set_address(in_name, x_dev)
@@ -143,7 +138,7 @@ class TrtRunner(Runner):
         if self.stream is not None:
             self.stream.synchronize()
 
-    def run_all(self, x: np.ndarray) -> dict:
+    def _run_all(self, x: np.ndarray) -> dict:
         import torch
 
         x_dev = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
@@ -152,7 +147,7 @@ class TrtRunner(Runner):
         return {k: v.cpu().numpy() for k, v in outs.items()}
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        outs = self.run_all(x)
+        outs = self._run_all(x)
         name = "output" if "output" in outs else self.outputs[0][0]
         return outs[name].astype(np.float32, copy=False)
 

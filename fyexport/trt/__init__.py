@@ -78,7 +78,7 @@ def init_plugins(trt) -> None:
         return
     if not init(logger, ""):
         G_LOGGER.warning("TensorRT could not initialise its plugin library (libnvinfer_plugin): engines with "
-                         "--nms trt-plugin will not build or load")
+                         "EfficientNMS_TRT ('fyexport export --nms trt-plugin') will not build or load")
 
 
 def make_logger(trt, verbose: bool = False):

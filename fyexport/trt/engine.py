@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.artifacts import write_bytes
+from ..core.config import require
 from ..core.errors import FyexportError, InputError
 from ..core.log import G_LOGGER, progress
+from ..core.meta import ArtifactMeta
 from ..onnx.facts import graph_facts
 from . import (
     ENGINE_SUFFIXES,
@@ -48,47 +50,50 @@ CALIBRATORS = ("qdq", "trt-entropy")
 
 
 @dataclass
-class BuildConfig:
-    precision: str = "fp32"
-    workspace_gib: float = 4.0
+class EngineConfig:
+    """The engine stage's settings."""
+
+    precision: str = "int8"
+    workspace_gib: float = 4.0  # the workspace memory pool
     min_batch: int | None = None
     opt_batch: int | None = None
     max_batch: int | None = None
-    timing_cache: str | None = None
-    optimization_level: int = 3
-    calibrator: str = "qdq"
-    calib_images: str | None = None
+    timing_cache: str | None = None  # load and save TensorRT's timing cache here
+    optimization_level: int = 3  # builder optimization level 0..5
+    calibrator: str = "qdq"  # qdq: explicit Q/DQ from calibrate; trt-entropy: TensorRT 10's own calibrator
+    calib_images: str | None = None  # calibration images for trt-entropy
     calib_num_images: int = 500
     calib_batch: int = 8
     verbose: bool = False
     command: str | None = None
 
     def validate(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.calibrator not in CALIBRATORS:
-            raise InputError(f"--calibrator must be qdq or trt-entropy, got {self.calibrator!r}")
-        if self.workspace_gib <= 0:
-            raise InputError("--workspace must be positive (GiB)")
-        if not (0 <= self.optimization_level <= 5):
-            raise InputError("--opt-level must be 0..5")
-        b = [v for v in (self.min_batch, self.opt_batch, self.max_batch) if v is not None]
-        if any(v < 1 for v in b):
-            raise InputError("batch sizes must be >= 1")
-        if self.min_batch and self.max_batch and not (self.min_batch <= (self.opt_batch or self.min_batch)
-                                                      <= self.max_batch):
-            raise InputError("need --min-batch <= --opt-batch <= --max-batch")
-        if self.calibrator == "trt-entropy" and not self.calib_images:
-            raise InputError("--calibrator trt-entropy needs --images DIR")
-        if self.calib_batch < 1 or self.calib_num_images < 1:
-            raise InputError("the calibration batch and image count must be >= 1")
+        require(self.precision in PRECISIONS, "precision",
+                f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        require(self.calibrator in CALIBRATORS, "calibrator", f"must be qdq or trt-entropy, got {self.calibrator!r}")
+        require(self.workspace_gib > 0, "workspace_gib", f"must be positive (GiB), got {self.workspace_gib}")
+        require(0 <= self.optimization_level <= 5, "optimization_level",
+                f"must be 0..5, got {self.optimization_level}")
+        for name in ("min_batch", "opt_batch", "max_batch"):
+            v = getattr(self, name)
+            require(v is None or v >= 1, name, f"must be >= 1, got {v}")
+        if self.min_batch and self.max_batch:
+            require(self.min_batch <= (self.opt_batch or self.min_batch) <= self.max_batch, "opt_batch",
+                    "must lie between the minimum and maximum batch")
+        require(self.calibrator != "trt-entropy" or bool(self.calib_images), "calib_images",
+                "is needed by the trt-entropy calibrator")
+        require(self.calib_batch >= 1, "calib_batch", f"must be >= 1, got {self.calib_batch}")
+        require(self.calib_num_images >= 1, "calib_num_images", f"must be >= 1, got {self.calib_num_images}")
+
+
+BuildConfig = EngineConfig  # the 0.1 name, for one release
 
 
 @dataclass
 class EngineResult:
     engine: Path
     meta_path: Path
-    meta: dict = field(default_factory=dict)
+    meta: ArtifactMeta = field(default_factory=ArtifactMeta)
     seconds: float = 0.0
 
 
@@ -111,7 +116,7 @@ def preferred_qdq_flavour(trt) -> str:
     return "trt-fp16"
 
 
-def build_engine(onnx_path, engine_path, cfg: BuildConfig) -> EngineResult:
+def build_engine(onnx_path, engine_path, cfg: EngineConfig) -> EngineResult:
     """Build ``engine_path`` from ``onnx_path``; writes ``<engine>.json`` beside it."""
     from ..onnx.facts import check_onnx_file
 
@@ -150,11 +155,11 @@ def build_engine(onnx_path, engine_path, cfg: BuildConfig) -> EngineResult:
     return EngineResult(engine_path, sidecar_path(engine_path), sidecar, time.time() - t0)
 
 
-def _precision(trt, proto, facts, cfg: BuildConfig, onnx_path: Path, engine_path: Path) -> _Precision:
+def _precision(trt, proto, facts, cfg: EngineConfig, onnx_path: Path, engine_path: Path) -> _Precision:
     if cfg.precision == "int8":
         return _int8_precision(trt, proto, facts, cfg, onnx_path, engine_path)
     if facts.qdq:
-        raise InputError(f"{onnx_path}: has Q/DQ nodes; build it with --precision int8"
+        raise InputError(f"{onnx_path}: has Q/DQ nodes; build it with the int8 `precision`"
                          if cfg.precision == "fp16" else
                          f"{onnx_path}: has Q/DQ nodes; an FP32 engine needs the FP32 ONNX")
     if cfg.precision == "fp16" and not facts.fp16:
@@ -164,15 +169,15 @@ def _precision(trt, proto, facts, cfg: BuildConfig, onnx_path: Path, engine_path
     return _Precision(onnx_path, facts.fp16)
 
 
-def _int8_precision(trt, proto, facts, cfg: BuildConfig, onnx_path: Path, engine_path: Path) -> _Precision:
+def _int8_precision(trt, proto, facts, cfg: EngineConfig, onnx_path: Path, engine_path: Path) -> _Precision:
     if cfg.calibrator == "trt-entropy":
         if not has_implicit_int8(trt):
             raise FyexportError(f"TensorRT {trt.__version__} removed implicit INT8 calibration "
                                 "(IInt8EntropyCalibrator2, BuilderFlag.INT8)",
-                                "Use --calibrator qdq with the Q/DQ ONNX from 'fyexport calibrate' "
+                                "Use the qdq `calibrator` with the Q/DQ ONNX from 'fyexport calibrate' "
                                 "(model.qdq.fp16.onnx on TensorRT 11)")
         if facts.qdq:
-            raise InputError(f"{onnx_path}: already has Q/DQ; --calibrator trt-entropy needs the FP32 ONNX")
+            raise InputError(f"{onnx_path}: already has Q/DQ; the trt-entropy `calibrator` needs the FP32 ONNX")
         from .calibrator import make_entropy_calibrator
 
         cache = engine_path.with_name(engine_path.stem + ".calib.cache")
@@ -180,7 +185,7 @@ def _int8_precision(trt, proto, facts, cfg: BuildConfig, onnx_path: Path, engine
                                              cfg.calib_batch)
         return _Precision(onnx_path, False, ["INT8", "FP16"], calibrator)
     if not facts.qdq:
-        raise InputError(f"{onnx_path}: INT8 with --calibrator qdq needs a Q/DQ ONNX",
+        raise InputError(f"{onnx_path}: INT8 with the qdq `calibrator` needs a Q/DQ ONNX",
                          "Run 'fyexport calibrate MODEL.onnx --images DIR -o OUT' and build from "
                          "OUT/model.qdq.fp16.onnx (TensorRT 10.12 and newer) or OUT/model.qdq.onnx (10.0-10.11)")
     if has_implicit_int8(trt) and has_fp16_flag(trt):
@@ -209,7 +214,7 @@ def _parse(trt, network, logger, path: Path) -> None:
         raise FyexportError(f"{path}: TensorRT's ONNX parser failed: " + " | ".join(errs or ["(no detail)"]), hint)
 
 
-def _configure(trt, builder, cfg: BuildConfig, prec: _Precision):
+def _configure(trt, builder, cfg: EngineConfig, prec: _Precision):
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_gib * (1 << 30)))
     config.builder_optimization_level = int(cfg.optimization_level)
@@ -266,7 +271,7 @@ def _check_int8(counts, engine_path: Path) -> None:
                         "'fyexport inspect'")
 
 
-def _write_engine(trt, data: bytes, engine_path: Path, onnx_path, proto, facts, cfg: BuildConfig, prec: _Precision,
+def _write_engine(trt, data: bytes, engine_path: Path, onnx_path, proto, facts, cfg: EngineConfig, prec: _Precision,
                   counts, profile_info, info_json) -> dict:
     """The plan, its metadata file and the inspector's layer JSON; returns the metadata."""
     from ..core.artifacts import sha256_file, write_json
@@ -284,8 +289,8 @@ def _write_engine(trt, data: bytes, engine_path: Path, onnx_path, proto, facts, 
         "input": {"name": facts.input.name, "shape": [d or -1 for d in facts.input.dims], "dtype": "float32",
                   "profile": profile_info},
         "outputs": list(facts.outputs),
-        **{k: meta.get(k) for k in ("img_size", "preprocessing", "names", "nc", "stride", "anchors", "calibration",
-                                    "prune", "nms")},
+        **{k: meta.to_dict().get(k) for k in ("img_size", "preprocessing", "names", "nc", "stride", "anchors",
+                                              "calibration", "prune", "nms")},
         "onnx": {"file": Path(onnx_path).name, "sha256": sha256_file(onnx_path)},
         "build_command": cfg.command or rebuild_command(onnx_path, engine_path, cfg),
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -293,16 +298,17 @@ def _write_engine(trt, data: bytes, engine_path: Path, onnx_path, proto, facts, 
     write_json(sidecar_path(engine_path), sidecar)
     if info_json is not None:
         write_json(engine_path.with_name(engine_path.name + ".layers.json"), info_json)
-    return sidecar
+    return ArtifactMeta.from_dict(sidecar, str(sidecar_path(engine_path)))
 
 
-def _add_profile(trt, builder, network, config, cfg: BuildConfig, facts):
+def _add_profile(trt, builder, network, config, cfg: EngineConfig, facts):
     dims = [d or -1 for d in facts.input.dims]
     if dims[0] != -1:
         if any(v is not None for v in (cfg.min_batch, cfg.opt_batch, cfg.max_batch)) and \
                 {cfg.min_batch, cfg.opt_batch, cfg.max_batch} - {None, dims[0]}:
-            raise InputError(f"the ONNX has a static batch of {dims[0]}; export it with --dynamic-batch for a "
-                             "batch range")
+            raise InputError(f"the ONNX has a static batch of {dims[0]}; export it with "
+                             "'fyexport export --dynamic-batch' "
+                             "for a batch range")
         return None
     lo = cfg.min_batch or 1
     hi = cfg.max_batch or max(lo, cfg.opt_batch or 1)
@@ -381,7 +387,7 @@ def _bake_fp16(proto, engine_path: Path) -> Path:
     return out
 
 
-def rebuild_command(onnx_path, engine_path, cfg: BuildConfig) -> str:
+def rebuild_command(onnx_path, engine_path, cfg: EngineConfig) -> str:
     """The command that rebuilds the engine, to run in the engine's folder (paths relative to
     it, so identical builds in different folders record the same command)."""
     engine_path = Path(engine_path)
