@@ -317,7 +317,7 @@ def test_5_bench_with_data_on_an_nms_export(exports, shapes_small, tmp_path):
     rep = run_bench([str(exports["nms"])], str(TINY), BenchConfig(
         runtime="onnxruntime", device="cpu", batches=(1,), img_size=SIZE, warmup=0.02, duration=0.05,
         data=str(shapes_small), max_eval_images=4, agreement_images=0, workdir=str(tmp_path)))
-    assert any(r["model"].startswith(str(exports["nms"])) for r in rep["rows"])
+    assert any(r.model.startswith(str(exports["nms"])) and r.artifact == exports["nms"].name for r in rep.rows)
 
 
 # -- 6: the Detector's inputs ------------------------------------------------------------------------

@@ -18,7 +18,8 @@ SCHEMA_VERSION = 1
 
 @dataclass
 class Row:
-    model: str
+    model: str  # the artifact as given (the baseline's exports: "W.pt (baseline.onnx)")
+    artifact: str  # its file name, for tables
     role: str  # baseline | candidate
     runtime: str
     mode: str
@@ -42,21 +43,30 @@ class Row:
     notes: list = field(default_factory=list)
 
 
-def make_report(rows: list, artifacts: list, baseline: str, o: BenchConfig, dev: str, hw) -> dict:
+@dataclass
+class BenchReport:
+    """What ``fyexport bench`` measured (``to_dict``: benchmarks/schema.json)."""
+
+    created: str
+    machine: dict
+    settings: dict
+    rows: list  # Row
+    schema_version: int = SCHEMA_VERSION
+    fyexport: str = __version__
+
+    def to_dict(self) -> dict:
+        return {"schema_version": self.schema_version, "fyexport": self.fyexport, "created": self.created,
+                "machine": self.machine, "settings": self.settings, "rows": [asdict(r) for r in self.rows]}
+
+
+def make_report(rows: list, artifacts: list, baseline: str, o: BenchConfig, dev: str, hw) -> BenchReport:
     from ..core.machine import machine_info
 
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "fyexport": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine_info(),
-        "settings": {"baseline": str(baseline), "artifacts": [str(a) for a in artifacts], "runtime": o.runtime,
-                     "device": dev, "batches": list(o.batches), "img_size": list(hw), "warmup_s": o.warmup,
-                     "duration_s": o.duration, "data": str(o.data) if o.data else None,
-                     "eval_images": o.max_eval_images, "cv_warn": CV_WARN,
-                     "time_definitions": TIME_DEFINITIONS},
-        "rows": [asdict(r) for r in rows],
-    }
+    settings = {"baseline": str(baseline), "artifacts": [str(a) for a in artifacts], "runtime": o.runtime,
+                "device": dev, "batches": list(o.batches), "img_size": list(hw), "warmup_s": o.warmup,
+                "duration_s": o.duration, "data": str(o.data) if o.data else None, "eval_images": o.max_eval_images,
+                "cv_warn": CV_WARN, "time_definitions": TIME_DEFINITIONS}
+    return BenchReport(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), machine_info(), settings, rows)
 
 
 def model_numbers(info, path) -> dict:
@@ -102,30 +112,29 @@ def fill_speedups(rows: list) -> None:
             r.map_drop = round(100 * (fp32_map - r.map), 2)
 
 
-def render(report: dict) -> None:
+def render(report: BenchReport) -> None:
     from rich.table import Table
 
     from ..core.log import table_console
 
     con = table_console()
-    m = report["machine"]
+    m = report.machine
     where = m.get("gpu") or m.get("cpu")
-    h, w = report["settings"]["img_size"]
+    h, w = report.settings["img_size"]
     t = Table(title=f"fyexport bench on {where} ({h}x{w})")
     cols = ["model", "runtime", "prec", "batch", "MB", "params", "GMACs", "median ms", "p99 ms", "FPS", "speedup",
             "vs torch", "e2e ms", "mAP@.5:.95", "drop", "agree"]
     for c in cols:
         t.add_column(c, justify="left" if c in ("model", "runtime") else "right")
-    for r in report["rows"]:
-        name = Path(r["model"].split(" (")[0]).name + (" (baseline)" if r["role"] == "baseline" else "")
+    for r in report.rows:
+        name = r.artifact + (" (baseline)" if r.role == "baseline" else "")
         t.add_row(
-            name, f"{r['runtime']} {r['mode']}".strip(), r["precision"], str(r["batch"]),
-            _f(r["size_mb"], "{:.1f}"), _f(r["params"] and r["params"] / 1e6, "{:.2f}M"), _f(r["gmacs"], "{:.1f}"),
-            _f(r["compute_ms"]["median"], "{:.2f}") + ("!" if r["unstable"] else ""),
-            _f(r["compute_ms"]["p99"], "{:.2f}"),
-            _f(r["throughput"], "{:.1f}"), _f(r["speedup"], "{:.2f}x"), _f(r["speedup_vs_torch"], "{:.2f}x"),
-            _f(r["e2e_ms"] and r["e2e_ms"]["median"], "{:.1f}"), _f(r["map"], "{:.4f}"), _f(r["map_drop"], "{:+.2f}"),
-            _f(r.get("agreement"), "{:.3f}"),
+            name, f"{r.runtime} {r.mode}".strip(), r.precision, str(r.batch),
+            _f(r.size_mb, "{:.1f}"), _f(r.params and r.params / 1e6, "{:.2f}M"), _f(r.gmacs, "{:.1f}"),
+            _f(r.compute_ms["median"], "{:.2f}") + ("!" if r.unstable else ""), _f(r.compute_ms["p99"], "{:.2f}"),
+            _f(r.throughput, "{:.1f}"), _f(r.speedup, "{:.2f}x"), _f(r.speedup_vs_torch, "{:.2f}x"),
+            _f(r.e2e_ms and r.e2e_ms["median"], "{:.1f}"), _f(r.map, "{:.4f}"), _f(r.map_drop, "{:+.2f}"),
+            _f(r.agreement, "{:.3f}"),
         )
     con.print(t)
     con.print("[dim]median/p99 ms: model time per batch (CUDA events on GPU); e2e: letterbox+inference+NMS per image; "
@@ -143,7 +152,7 @@ def _f(v, fmt: str) -> str:
         return str(v)
 
 
-def plot(report: dict, path) -> Path:
+def plot(report: BenchReport, path) -> Path:
     """Latency vs mAP (when measured) and speedup bars, as a PNG."""
     import matplotlib
 
@@ -152,8 +161,8 @@ def plot(report: dict, path) -> Path:
 
     from ..core.artifacts import atomic_path
 
-    rows = [r for r in report["rows"] if r["batch"] == min(x["batch"] for x in report["rows"])]
-    labels = [f"{Path(r['model'].split(' (')[0]).stem}\n{r['runtime']} {r['mode']} {r['precision']}".replace("  ", " ")
+    rows = [asdict(r) for r in report.rows if r.batch == min(x.batch for x in report.rows)]
+    labels = [f"{Path(r['artifact']).stem}\n{r['runtime']} {r['mode']} {r['precision']}".replace("  ", " ")
               for r in rows]
     has_map = any(r["map"] is not None for r in rows)
     fig, axes = plt.subplots(1, 2 if has_map else 1, figsize=(14 if has_map else 9, 5.5))

@@ -25,8 +25,9 @@ def run_bench(artifacts: list, baseline: str, options: BenchConfig | None = None
     """Benchmark ``artifacts`` against the unpruned FP32 ``baseline`` checkpoint; returns the
     JSON-able report (see ``benchmarks/schema.json``).  ``overrides`` set BenchConfig fields."""
     from ..core.errors import check_file
+    from ..core.imgsize import fit_img_size
     from ..core.machine import resolve_device
-    from ..data.images import normalize_img_size
+    from ..models import load
 
     o = replace(options or BenchConfig(), **overrides)
     o.validate()
@@ -34,7 +35,7 @@ def run_bench(artifacts: list, baseline: str, options: BenchConfig | None = None
     for a in artifacts:
         check_file(a, "artifact")
     dev = resolve_device(o.device)
-    hw = normalize_img_size(o.img_size)
+    hw = fit_img_size(o.img_size, int(max(load(baseline).head.stride.tolist())))  # the baseline's stride
     spec = None
     if o.data is not None:
         from ..data.labels import load_data_yaml
@@ -110,13 +111,15 @@ def _time_batch(runner, t: Target, ctx: _Context, b: int, meta: dict, name: str)
     if o.e2e and b == 1 and ctx.imgs:
         e2e_stats = asdict(Stats.of(end_to_end(runner, ctx.imgs, ctx.hw, o.warmup, min(o.duration, 3.0))))
     ref = host or comp
-    row = Row(model=name, role=t.role, runtime=info.runtime, mode=info.mode, precision=info.precision,
-              device=info.device, batch=b, size_mb=meta["size_mb"], params=meta["params"], gmacs=meta["gmacs"],
+    artifact = f"baseline.{t.export}" if t.export else Path(t.path).name
+    row = Row(model=name, artifact=artifact, role=t.role, runtime=info.runtime, mode=info.mode,
+              precision=info.precision, device=info.device, batch=b, size_mb=meta["size_mb"], params=meta["params"],
+              gmacs=meta["gmacs"],
               compute_ms=asdict(comp), host_ms=asdict(host) if host else None, throughput=1e3 * b / ref.mean,
               e2e_ms=e2e_stats, unstable=comp.cv > CV_WARN)
     if row.unstable:
         row.notes.append(f"unstable: coefficient of variation {comp.cv:.1%} (other load? "
-                         "lock clocks, close programs, or raise --duration)")
+                         "lock clocks, close programs, or measure longer)")
         G_LOGGER.warning(f"{name} {info.label} batch {b}: unstable timing (CV {comp.cv:.1%})")
     return row
 

@@ -44,7 +44,7 @@ def bench(cfg, artifacts, baseline, json_out, plot_out):
     report = b.run_bench(list(artifacts), baseline, cfg)
     b.render(report)
     if json_out:
-        write_json(json_out, report)
+        write_json(json_out, report.to_dict())
         G_LOGGER.info(f"wrote {json_out}")
     if plot_out:
         b.plot(report, plot_out)
@@ -106,11 +106,11 @@ def build(cfg, as_json):
     try:
         s = run_build(cfg)
     except GateError as e:
-        if e.summary is not None and not as_json:
-            render_summary(e.summary)
+        if e.summary is not None:
+            print_json(e.summary.to_dict()) if as_json else render_summary(e.summary)
         raise
     if s is not None:
-        print_json(s) if as_json else render_summary(s)
+        print_json(s.to_dict()) if as_json else render_summary(s)
 
 
 @DEMO.command(cli)

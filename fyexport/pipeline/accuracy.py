@@ -16,6 +16,7 @@ nothing is pruned or recovered.
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..core.errors import FyexportError
@@ -23,6 +24,48 @@ from ..core.errors import FyexportError
 UNPRUNED, FP32 = "unpruned fp32", "fp32"
 INT8 = {"trt": "int8 (TensorRT Q/DQ)", "cpu": "int8 (CPU Q/DQ)"}
 QUANTIZATION_POINTS = {"map": 1.0, "agreement": 3.0}  # INT8 of the unpruned shapes model: mAP +0.7, agreement -2.8
+
+
+@dataclass
+class AccuracyRow:
+    """One model of the build's accuracy table (mAP only with labels)."""
+
+    artifact: str
+    images: int
+    agreement: float
+    agreement_strict: float
+    map50: float | None = None
+    map: float | None = None
+
+    def score(self, metric: str) -> float:
+        return self.map if metric == "map" else self.agreement
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in ("map50", "map")}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AccuracyRow":
+        return cls(**{k: d.get(k) for k in ("artifact", "images", "agreement", "agreement_strict", "map50", "map")})
+
+
+@dataclass
+class GateResult:
+    """The accuracy gate's verdict on the final model against the unpruned FP32 model."""
+
+    metric: str
+    reference: float
+    final_model: str
+    final: float
+    fp32: float
+    drop_points: float
+    pruning_points: float
+    quantization_points: float
+    max_drop: float
+    allowance_rule: str
+    passed: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def candidates(out: Path, precision: str, pruned: bool, model_onnx: Path, artifacts: dict) -> dict:
@@ -34,7 +77,7 @@ def candidates(out: Path, precision: str, pruned: bool, model_onnx: Path, artifa
 
 
 def measure(paths: dict, spec, holdout, eval_images: int | None) -> dict:
-    """{row label: {artifact, images, agreement[, map50, map]}} on the report's images."""
+    """{row label: AccuracyRow} on the report's images."""
     from ..evaluation.agreement import agreement_scores
     from ..evaluation.detections import detect
     from ..evaluation.metrics import coco_map, label_boxes
@@ -54,11 +97,9 @@ def measure(paths: dict, spec, holdout, eval_images: int | None) -> dict:
     res = {}
     for label, d in dets.items():
         a50, strict = agreement_scores(d, teacher, nc)
-        row = {"artifact": Path(paths[label]).name, "images": len(d.sizes), "agreement": round(a50, 5),
-               "agreement_strict": round(strict, 5)}
+        row = AccuracyRow(Path(paths[label]).name, len(d.sizes), round(a50, 5), round(strict, 5))
         if gt is not None:
-            m50, m, _ = coco_map(gt, d.sizes, d.boxes, nc)
-            row |= {"map50": m50, "map": m}
+            row.map50, row.map, _ = coco_map(gt, d.sizes, d.boxes, nc)
         res[label] = row
     return res
 
@@ -77,31 +118,30 @@ def allowance(metric: str, reference: float, target: float | None) -> tuple[floa
     return round(pts, 2), f"{1 - t:.0%} of the unpruned score for pruning ({what}) + {q:g} for quantization"
 
 
-def gate(ev: dict, max_drop: float | None, target: float | None) -> dict:
-    """The final model against the unpruned FP32 model."""
-    metric = "map" if "map" in ev[UNPRUNED] else "agreement"
+def gate(ev: dict, max_drop: float | None, target: float | None) -> GateResult:
+    """The final model (the worse INT8 flavour) against the unpruned FP32 model, in the
+    table ``ev`` ({label: AccuracyRow})."""
+    metric = "map" if ev[UNPRUNED].map is not None else "agreement"
     name = "mAP@.5:.95" if metric == "map" else "teacher agreement (AP@.5)"
     finals = [k for k in INT8.values() if k in ev] or [FP32 if FP32 in ev else UNPRUNED]
-    final = min(finals, key=lambda k: ev[k][metric])
-    ref = ev[UNPRUNED][metric]
-    fp32 = ev.get(FP32, ev[UNPRUNED])[metric]
-    rule = "given with --max-map-drop"
+    final = min(finals, key=lambda k: ev[k].score(metric))
+    ref, last = ev[UNPRUNED].score(metric), ev[final].score(metric)
+    fp32 = ev.get(FP32, ev[UNPRUNED]).score(metric)
+    rule = "given"
     if max_drop is None:
         max_drop, rule = allowance(metric, ref, target)
-    drop = round(100 * (ref - ev[final][metric]), 2)
-    return {"metric": name, "reference": ref, "final_model": final, "final": ev[final][metric], "fp32": fp32,
-            "drop_points": drop, "pruning_points": round(100 * (ref - fp32), 2),
-            "quantization_points": round(100 * (fp32 - ev[final][metric]), 2), "max_drop": max_drop,
-            "allowance_rule": rule, "passed": drop <= max_drop + 1e-9}
+    drop = round(100 * (ref - last), 2)
+    return GateResult(name, ref, final, last, fp32, drop, round(100 * (ref - fp32), 2), round(100 * (fp32 - last), 2),
+                      max_drop, rule, drop <= max_drop + 1e-9)
 
 
-def gate_line(g: dict) -> str:
-    return (f"accuracy gate: {g['final_model']} {g['final']:.4f} {g['metric']} against the unpruned FP32 "
-            f"{g['reference']:.4f}: {g['drop_points']:+.2f} points lost (pruning {g['pruning_points']:+.2f}, "
-            f"quantization {g['quantization_points']:+.2f}; allowed {g['max_drop']:g}: {g['allowance_rule']})")
+def gate_line(g: GateResult) -> str:
+    return (f"accuracy gate: {g.final_model} {g.final:.4f} {g.metric} against the unpruned FP32 "
+            f"{g.reference:.4f}: {g.drop_points:+.2f} points lost (pruning {g.pruning_points:+.2f}, "
+            f"quantization {g.quantization_points:+.2f}; allowed {g.max_drop:g}: {g.allowance_rule})")
 
 
-def gate_failure_line(g: dict, out) -> str:
+def gate_failure_line(g: GateResult, out) -> str:
     return (gate_line(g) + f" -> FAILED; no engine built, artifacts kept in {out}. Recover longer "
             "(`recover.minutes`), prune less (`prune.ratio`), or keep sensitive layers in float "
             "(`calibrate.exclude`, `auto_exclude`)")

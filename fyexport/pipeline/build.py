@@ -31,7 +31,7 @@ from ..prune import PruneConfig
 from ..quantize import ARTIFACTS, CalibrationConfig
 from ..recover import RecoverConfig
 from ..trt.engine import EngineConfig
-from .accuracy import gate_failure_line, gate_line
+from .accuracy import AccuracyRow, GateResult, gate_failure_line, gate_line
 from .manifest import Manifest, StageRecord
 
 AUTO_EXCLUDE_PRUNED = 4  # sensitive scale groups kept in float when pruning (benchmarks/README.md, INT8)
@@ -127,7 +127,8 @@ class _Flow:
     model_sha: str = ""
     onnx_sha: str = ""
     engine: Path | None = None
-    gate: dict | None = None
+    table: dict | None = None  # the accuracy table: label -> AccuracyRow
+    gate: GateResult | None = None
 
 
 class Build:
@@ -183,8 +184,8 @@ class Build:
         self.evaluate()
         self.engine()
         self.bench()
-        passed = f.gate is None or f.gate["passed"]
-        self.manifest.gate = f.gate
+        passed = f.gate is None or f.gate.passed
+        self.manifest.gate = f.gate.to_dict() if f.gate else None
         self.manifest.save("done" if passed else "failed-gate")
         summary = self.summary()
         if not passed:
@@ -388,8 +389,8 @@ class Build:
         from ..core.machine import gpu_facts, tensorrt_usable, tensorrt_version
 
         o, f = self.o, self.flow
-        if f.gate is not None and not f.gate["passed"] and not o.force:
-            return self.skip("engine", "the accuracy gate failed (--force builds it anyway)")
+        if f.gate is not None and not f.gate.passed and not o.force:
+            return self.skip("engine", "the accuracy gate failed (`force` builds it anyway)")
         if not tensorrt_usable():
             target = ARTIFACTS["trt-fp16"] if o.engine.precision == "int8" else MODEL_ONNX
             self.skip("engine", "TensorRT and a GPU are not available here")
@@ -430,14 +431,15 @@ class Build:
 
             paths = {k: (baseline_onnx(o.weights, self.out / "bench", hw) if v is None else v)
                      for k, v in models.items()}
-            res = measure(paths, spec, holdout, o.eval_images)
-            write_json(self.path("eval.json"), res)
-            return res
+            table = {k: row.to_dict() for k, row in measure(paths, spec, holdout, o.eval_images).items()}
+            write_json(self.path("eval.json"), table)
+            return table
 
         key = {k: sha256_file(v) if v is not None else self.w_sha for k, v in models.items()} | {
             "data": self.data_sha, "n": o.eval_images, "holdout": [str(p) for p in holdout.images] if holdout else None}
-        ev = self.stage("eval", key, {"eval": "eval.json"}, run).info
-        self.flow.gate = gate(ev, o.max_map_drop, o.recover.target if o.recovers else None)
+        info = self.stage("eval", key, {"eval": "eval.json"}, run).info
+        self.flow.table = {k: AccuracyRow.from_dict(v) for k, v in info.items()}
+        self.flow.gate = gate(self.flow.table, o.max_map_drop, o.recover.target if o.recovers else None)
 
     def bench(self) -> None:
         o, f = self.o, self.flow
@@ -455,24 +457,25 @@ class Build:
             rep = run_bench(arts, o.weights, replace(
                 o.bench, runtime="auto" if f.engine else "onnxruntime", device=o.device, batches=(o.export.batch,),
                 img_size=self.hw, images=o.calib, images_exclude=(self.out,), workdir=self.out / "bench"))
-            write_json(self.path("bench.json"), rep)
+            write_json(self.path("bench.json"), rep.to_dict())
             plot(rep, self.path("bench.png"))
-            return {"rows": [{k: r[k] for k in ("model", "runtime", "precision", "batch", "speedup")}
-                             | {"median_ms": r["compute_ms"]["median"]} for r in rep["rows"]]}
+            return {"rows": [asdict(BenchLine(r.model, r.artifact, r.runtime, r.precision, r.batch, r.speedup,
+                                              r.compute_ms["median"])) for r in rep.rows]}
 
         self.stage("bench", {"artifacts": [sha256_file(a) for a in arts], "baseline": self.w_sha,
                              "size": list(self.hw), "batch": o.export.batch, "duration": o.bench.duration,
                              "images": self.imgs.list_hash}, {"bench": "bench.json", "plot": "bench.png"}, run)
 
     # -- report ------------------------------------------------------------------------------
-    def summary(self) -> dict:
+    def summary(self) -> "BuildSummary":
         def info(name):
             rec = self.manifest.stages.get(name)
             return rec.info if rec is not None and rec.status != "skipped" else None
 
-        return {"out": str(self.out), "stages": {k: v.status for k, v in self.manifest.stages.items()},
-                "base": self.flow.base, "prune": info("prune"), "recover": info("recover"), "eval": info("eval"),
-                "gate": self.flow.gate, "bench": info("bench"), "seconds": round(time.time() - self.t0, 1)}
+        bench = info("bench")
+        return BuildSummary(str(self.out), {k: v.status for k, v in self.manifest.stages.items()}, self.flow.base,
+                            info("prune"), info("recover"), self.flow.table, self.flow.gate,
+                            [BenchLine(**r) for r in bench["rows"]] if bench else None, round(time.time() - self.t0, 1))
 
 
 def _device(device: str) -> str:
@@ -508,46 +511,86 @@ class DemoConfig:
                        calibrate=replace(base.calibrate, num_images=self.calib_images))
 
 
-def render_summary(s: dict) -> None:
+@dataclass
+class BenchLine:
+    """One row of the build's quick benchmark."""
+
+    model: str
+    artifact: str
+    runtime: str
+    precision: str
+    batch: int
+    speedup: float | None
+    median_ms: float
+
+
+@dataclass
+class BuildSummary:
+    """What a build did: each stage's status, the records of pruning and recovery, the
+    accuracy table, the gate and the quick benchmark (``--json`` prints :meth:`to_dict`)."""
+
+    out: str
+    stages: dict  # stage -> done | cached | skipped
+    base: dict  # the checkpoint: nc, names, params, gmacs, head, img_size
+    prune: dict | None  # the prune stage's record (PruneResult.to_dict)
+    recover: dict | None  # the recover stage's record (the Trainer's summary)
+    eval: dict | None  # label -> AccuracyRow
+    gate: GateResult | None
+    bench: list | None  # BenchLine
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"out": self.out, "stages": self.stages, "base": self.base, "prune": self.prune, "recover": self.recover,
+                "eval": {k: v.to_dict() for k, v in self.eval.items()} if self.eval else None,
+                "gate": self.gate.to_dict() if self.gate else None,
+                "bench": {"rows": [asdict(r) for r in self.bench]} if self.bench is not None else None,
+                "seconds": self.seconds}
+
+
+def render_summary(s: BuildSummary) -> None:
     from rich.table import Table
 
     from ..core.log import table_console
 
     con = table_console()
-    t = Table(title=f"fyexport build -> {s['out']}  ({s['seconds']:.0f} s)")
+    t = Table(title=f"fyexport build -> {s.out}  ({s.seconds:.0f} s)")
     t.add_column("stage")
     t.add_column("status")
-    for k, v in s["stages"].items():
+    for k, v in s.stages.items():
         t.add_row(k, v)
     con.print(t)
-    if s.get("prune"):
-        p = s["prune"]
+    if s.prune:
+        p = s.prune
         con.print(f"pruned {p['ratio']:g}: {p['params_before'] / 1e6:.2f}M -> {p['params_after'] / 1e6:.2f}M params, "
                   f"{p['macs_before'] / 1e9:.2f} -> {p['macs_after'] / 1e9:.2f} GMACs @{p['count_size']} "
                   f"({p['macs_ratio']:.2f}x)")
-    if s.get("recover"):
-        r = s["recover"]
+    if s.recover:
+        r = s.recover
         best = r.get("best") or {}
         con.print(f"recovered: {r['iterations']} steps in {r['seconds'] / 60:.1f} min on {r['device']} "
                   f"x{r.get('world_size', 1)}, stopped by {r.get('stopped')}"
                   + (f"; kept {best['kept']:.1%} of the teacher on held-out images" if best else ""))
-    if s.get("eval"):
-        labelled = any("map" in v for v in s["eval"].values())
-        e = Table(title="accuracy (images recovery never trained on)")
-        for c in ("model", "artifact", *(("mAP@.5", "mAP@.5:.95") if labelled else ()), "teacher agreement"):
-            e.add_column(c)
-        for k, v in s["eval"].items():
-            e.add_row(k, v["artifact"], *((f"{v['map50']:.4f}", f"{v['map']:.4f}") if labelled else ()),
-                      f"{v['agreement']:.4f}")
-        con.print(e)
-    if s.get("gate"):
-        g = s["gate"]
-        con.print(gate_line(g) + " -> " + ("[green]passed[/green]" if g["passed"] else "[red]FAILED[/red]"))
-    if s.get("bench"):
+    if s.eval:
+        _render_accuracy(con, s.eval)
+    if s.gate:
+        con.print(gate_line(s.gate) + " -> " + ("[green]passed[/green]" if s.gate.passed else "[red]FAILED[/red]"))
+    if s.bench:
         b = Table(title="speed (median model time, batch as built)")
         for c in ("model", "runtime", "precision", "ms", "speedup vs unpruned FP32"):
             b.add_column(c)
-        for r in s["bench"]["rows"]:
-            b.add_row(Path(r["model"].split(" (")[0]).name, r["runtime"], r["precision"], f"{r['median_ms']:.1f}",
-                      f"{r['speedup']:.2f}x" if r.get("speedup") else "-")
+        for r in s.bench:
+            speedup = f"{r.speedup:.2f}x" if r.speedup else "-"
+            b.add_row(r.artifact, r.runtime, r.precision, f"{r.median_ms:.1f}", speedup)
         con.print(b)
+
+
+def _render_accuracy(con, table: dict) -> None:
+    from rich.table import Table
+
+    labelled = any(v.map is not None for v in table.values())
+    e = Table(title="accuracy (images recovery never trained on)")
+    for c in ("model", "artifact", *(("mAP@.5", "mAP@.5:.95") if labelled else ()), "teacher agreement"):
+        e.add_column(c)
+    for k, v in table.items():
+        e.add_row(k, v.artifact, *((f"{v.map50:.4f}", f"{v.map:.4f}") if labelled else ()), f"{v.agreement:.4f}")
+    con.print(e)
