@@ -50,6 +50,7 @@ def save_official(model, path, ema_model=None, extra=None, requires_grad=False) 
     with official_classes() as subs:
         def convert(m):
             m = copy.deepcopy(m).half()
+            m.__dict__.pop("meta", None)  # fyexport's record of a model; official models have none
             for mod in m.modules():
                 if type(mod) in subs:
                     mod.__class__ = subs[type(mod)]

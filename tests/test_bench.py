@@ -62,7 +62,7 @@ def test_stats_and_speedups():
 
     s = Stats.of([1.0, 2.0, 3.0, 4.0, 100.0])
     assert s.median == 3.0 and s.min == 1.0 and s.max == 100.0 and s.n == 5 and s.cv > 1
-    mk = lambda role, rt, ms, mode="eager": Row("m", role, rt, mode, "fp32", "cpu", 1, None, None, None,  # noqa: E731
+    mk = lambda role, rt, ms, mode="eager": Row("m", "m", role, rt, mode, "fp32", "cpu", 1, None, None, None,  # noqa: E731
                                              {"median": ms}, None, 1.0)
     rows = [mk("baseline", "torch", 100.0), mk("baseline", "onnxruntime", 50.0), mk("candidate", "onnxruntime", 10.0)]
     fill_speedups(rows)

@@ -22,7 +22,7 @@ BUILD = ["--prune", "0", "--img-size", "160", "--no-bench", "--num-images", "8",
 
 def _cli(capsys, *args) -> tuple[int, str]:
     """``fyexport ARGS`` in this process (fast: the model code is imported already): (exit code, stderr)."""
-    from fyexport.cli.commands import main
+    from fyexport.cli import main
 
     rc = main([str(a) for a in args])
     return rc, capsys.readouterr().err

@@ -72,14 +72,14 @@ def test_teacher_agreement_falls_with_a_worse_model(teacher_dets, tiny_model):
 
 
 def _ev(unpruned, fp32, int8_trt, int8_cpu, metric="map"):
-    from fyexport.pipeline.accuracy import FP32, INT8, UNPRUNED
+    from fyexport.pipeline.accuracy import FP32, INT8, UNPRUNED, AccuracyRow
 
-    row = lambda v: {metric: v, "agreement" if metric == "map" else "map": 0.0}  # noqa: E731
-    ev = {UNPRUNED: row(unpruned), FP32: row(fp32), INT8["trt"]: row(int8_trt), INT8["cpu"]: row(int8_cpu)}
-    if metric == "agreement":
-        for v in ev.values():
-            v.pop("map")
-    return ev
+    def row(v):
+        if metric == "map":
+            return AccuracyRow("m.onnx", 10, agreement=0.0, agreement_strict=0.0, map50=0.0, map=v)
+        return AccuracyRow("m.onnx", 10, agreement=v, agreement_strict=0.0)
+
+    return {UNPRUNED: row(unpruned), FP32: row(fp32), INT8["trt"]: row(int8_trt), INT8["cpu"]: row(int8_cpu)}
 
 
 def test_gate_compares_the_final_model_with_the_unpruned_model():
@@ -87,17 +87,17 @@ def test_gate_compares_the_final_model_with_the_unpruned_model():
 
     # a dead pruning: INT8 and pruned FP32 agree perfectly with each other, and detect nothing
     g = gate(_ev(0.4512, 0.0, 0.0, 0.0), None, None)
-    assert not g["passed"] and g["drop_points"] == 45.12 and g["pruning_points"] == 45.12
-    assert g["quantization_points"] == 0.0 and g["max_drop"] == 1.0
+    assert not g.passed and g.drop_points == 45.12 and g.pruning_points == 45.12
+    assert g.quantization_points == 0.0 and g.max_drop == 1.0
     line = gate_failure_line(g, "out")
-    assert "FAILED" in line and "0.4512" in line and "--recover-minutes" in line and "\n" not in line
+    assert "FAILED" in line and "0.4512" in line and "`recover.minutes`" in line and "\n" not in line
     # recovered to 96%, INT8 costs 0.3 more: inside the default allowance for a 0.95 target
     g = gate(_ev(0.4512, 0.4330, 0.4300, 0.4310), None, 0.95)
-    assert g["passed"] and g["final_model"] == "int8 (TensorRT Q/DQ)" and g["drop_points"] == 2.12
-    assert g["max_drop"] == round(100 * 0.05 * 0.4512 + 1.0, 2)
+    assert g.passed and g.final_model == "int8 (TensorRT Q/DQ)" and g.drop_points == 2.12
+    assert g.max_drop == round(100 * 0.05 * 0.4512 + 1.0, 2)
     # the worse INT8 flavour decides, and an explicit --max-map-drop wins
-    assert not gate(_ev(0.4512, 0.4330, 0.4300, 0.3000), None, 0.95)["passed"]
-    assert not gate(_ev(0.4512, 0.4330, 0.4300, 0.4310), 1.0, 0.95)["passed"]
+    assert not gate(_ev(0.4512, 0.4330, 0.4300, 0.3000), None, 0.95).passed
+    assert not gate(_ev(0.4512, 0.4330, 0.4300, 0.4310), 1.0, 0.95).passed
 
 
 def test_gate_without_labels_uses_teacher_agreement():
@@ -108,7 +108,7 @@ def test_gate_without_labels_uses_teacher_agreement():
 
     assert agreement_target(0.95) == pytest.approx(0.93)
     g = gate(_ev(1.0, 0.92, 0.917, 0.919, metric="agreement"), None, 0.95)
-    assert g["metric"].startswith("teacher agreement") and g["reference"] == 1.0 and g["drop_points"] == 8.3
-    assert g["passed"] and g["max_drop"] == 10.0
-    assert not gate(_ev(1.0, 0.85, 0.84, 0.845, metric="agreement"), None, 0.95)["passed"]
-    assert not gate(_ev(1.0, 1.0, 0.96, 0.97, metric="agreement"), None, None)["passed"]  # INT8 alone: 3 points
+    assert g.metric.startswith("teacher agreement") and g.reference == 1.0 and g.drop_points == 8.3
+    assert g.passed and g.max_drop == 10.0
+    assert not gate(_ev(1.0, 0.85, 0.84, 0.845, metric="agreement"), None, 0.95).passed
+    assert not gate(_ev(1.0, 1.0, 0.96, 0.97, metric="agreement"), None, None).passed  # INT8 alone: 3 points

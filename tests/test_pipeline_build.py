@@ -6,7 +6,7 @@ import shutil
 import time
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import CFG_DIR, TINY, run_cli
 
 COMMON = ["--img-size", "320", "--num-images", "16", "--bench-duration", "0.2", "--bias-correction", "4"]
 
@@ -203,3 +203,41 @@ def test_demo_runs_small(tmp_path):
     assert (out / "build" / "model.qdq.cpu.onnx").exists() and "accuracy gate:" in proc.stdout
     if proc.returncode == 1:
         assert "FAILED" in proc.stderr and "passed" not in proc.stdout
+
+
+@pytest.mark.skipif(not (CFG_DIR / "deploy/yolov7-w6.yaml").is_file(), reason=f"needs the official cfg yamls (shared "
+                    f"test data), not found under {CFG_DIR}")
+def test_a_p6_model_builds_at_the_size_rounded_to_its_stride(data, tmp_path, monkeypatch):
+    """An official-format P6 checkpoint (stride 64) at --img-size 672, a multiple of 32 but not
+    of 64: the first stage fits the size to 704 once, and MAC counting, pruning and the export
+    use it (the old build rounded to 32 and stopped in its first stage with an unexpected
+    RuntimeError).  Narrowed to 1/8 of the width so that the build's first stages take seconds."""
+    import onnx
+    import yaml
+    from official_format import save_official
+
+    from fyexport.core.config import make_config
+    from fyexport.models import build_model
+    from fyexport.pipeline.build import Build, BuildConfig, run_build
+
+    cfg = yaml.safe_load((CFG_DIR / "deploy/yolov7-w6.yaml").read_text())
+    cfg.update(nc=5, width_multiple=0.125)
+    save_official(build_model(cfg), tmp_path / "w6.pt")
+
+    class Stop(Exception):
+        pass
+
+    def stop(self):
+        raise Stop
+
+    monkeypatch.setattr(Build, "calibrate", stop)
+    root, _ = data
+    with pytest.raises(Stop):
+        run_build(make_config(BuildConfig, {"weights": str(tmp_path / "w6.pt"), "calib": str(root / "images/train"),
+                                            "out": str(tmp_path / "b"), "img_size": 672, "prune.ratio": 0.3,
+                                            "run_recover": False}), command="test")
+    stages = json.loads((tmp_path / "b/manifest.json").read_text())["stages"]
+    assert stages["load"]["info"]["img_size"] == [704, 704]
+    assert stages["prune"]["info"]["count_size"] == [704, 704] and stages["prune"]["info"]["macs_ratio"] > 1
+    dims = onnx.load(str(tmp_path / "b/model.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 3, 704, 704]

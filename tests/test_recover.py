@@ -252,7 +252,7 @@ def test_out_of_memory_says_which_batch_to_try(tmp_path, tiny_model, shapes_smal
     monkeypatch.setattr(Trainer, "_step", oom)
     paths, spec = training_images(data=shapes_small)
     cfg = RecoverConfig(epochs=1, img_size=128, batch=4, workers=0)
-    with pytest.raises(FyexportError, match=r"out of memory .* batch of 4 .*Try --batch 2"):
+    with pytest.raises(FyexportError, match=r"out of memory .* batch of 4 .*Try a batch of 2"):
         recover(_pruned(tiny_model), fyexport.load(TINY), paths, tmp_path / "r.pt", cfg, data=spec)
 
 

@@ -193,8 +193,8 @@ def plot(report: BenchReport, path) -> Path:
         ax0.set_ylabel("mAP@.5:.95")
         ax0.grid(alpha=0.3)
         ax0.set_title("latency vs accuracy")
-    m = report["machine"]
-    fig.suptitle(f"fyexport bench - {m.get('gpu') or m.get('cpu')} - {report['created']}", fontsize=10)
+    m = report.machine
+    fig.suptitle(f"fyexport bench - {m.get('gpu') or m.get('cpu')} - {report.created}", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")

@@ -70,7 +70,7 @@ def bench(cfg, artifacts, baseline, json_out, plot_out):
 @BUILD.option("recover.epochs", "--recover-epochs", help="Recovery epoch limit (0: no recovery).")
 @BUILD.option("img_size", "--img-size", help="Input size N or H,W (rounded up to the model's stride).")
 @BUILD.option("export.batch", "--batch", help="Static batch of the exported model.")
-@BUILD.option("engine.precision", "--precision", type=click.Choice(PRECISIONS))
+@BUILD.option("engine.precision", "--precision", type=click.Choice([p for p in PRECISIONS if p != "auto"]))
 @BUILD.option("calibrate.method", "--method", type=click.Choice(CALIBRATION_METHODS), help=METHOD_HELP)
 @BUILD.option("max_map_drop", "--max-map-drop", type=float, help="Points of mAP@.5:.95 (teacher agreement without "
               "labels) the final model may lose against the unpruned FP32 model.  [default: (1 - recover target) x "

@@ -63,7 +63,7 @@ class BuildConfig:
     recover: RecoverConfig = field(default_factory=RecoverConfig)  # epochs 0: no recovery
     export: ExportConfig = field(default_factory=ExportConfig)
     calibrate: CalibrationConfig = field(default_factory=lambda: CalibrationConfig(method="search"))
-    engine: EngineConfig = field(default_factory=EngineConfig)  # its precision is the build's
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(precision="int8"))  # the build's precision
     # the build's quick benchmark: 2 s a measurement; agreement is in the accuracy table already
     bench: BenchConfig = field(default_factory=lambda: BenchConfig(duration=2.0, agreement_images=0))
 
@@ -104,6 +104,7 @@ class BuildConfig:
         require(self.recover.epochs >= 0, "recover.epochs", f"must be >= 0, got {self.recover.epochs}")
         require(self.max_map_drop is None or self.max_map_drop >= 0, "max_map_drop",
                 f"must be >= 0, got {self.max_map_drop}")
+        require(self.engine.precision != "auto", "engine.precision", "must be int8, fp16 or fp32 in a build")
         require(self.auto_exclude is None or self.auto_exclude >= 0, "auto_exclude",
                 f"must be >= 0, got {self.auto_exclude}")
         if self.train_images is not None and not Path(self.train_images).is_dir():

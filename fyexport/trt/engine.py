@@ -25,7 +25,7 @@ import re
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..core.artifacts import write_bytes
@@ -45,7 +45,7 @@ from . import (
 )
 from .sidecar import sidecar_path
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("auto", "int8", "fp16", "fp32")  # auto: int8 for a Q/DQ ONNX, else fp32 (the ONNX as it is)
 CALIBRATORS = ("qdq", "trt-entropy")
 
 
@@ -53,7 +53,7 @@ CALIBRATORS = ("qdq", "trt-entropy")
 class EngineConfig:
     """The engine stage's settings."""
 
-    precision: str = "int8"
+    precision: str = "auto"
     workspace_gib: float = 4.0  # the workspace memory pool
     min_batch: int | None = None
     opt_batch: int | None = None
@@ -127,6 +127,8 @@ def build_engine(onnx_path, engine_path, cfg: EngineConfig) -> EngineResult:
         raise InputError(f"{engine_path}: engine files end in .engine or .plan")
     proto = check_onnx_file(onnx_path)
     facts = graph_facts(proto)
+    if cfg.precision == "auto":
+        cfg = replace(cfg, precision="int8" if facts.qdq else "fp32")
     trt = import_trt(onnx_hint=str(onnx_path))
     logger = make_logger(trt, cfg.verbose)
     init_plugins(trt)  # the parser finds EfficientNMS_TRT (--nms trt-plugin) only in the plugin registry
