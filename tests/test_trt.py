@@ -160,7 +160,7 @@ def test_int8_convs_are_counted_from_the_inspector_json(fake_trt, artifacts, tmp
     dq_out = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
     convs = [n for n in g.node if n.op_type == "Conv"]
     quantized = [n for n in convs if n.input[0] in dq_out and n.input[1] in dq_out]
-    assert meta["convs"] == len(convs) and meta["int8_convs"] == len(quantized) < len(convs)
+    assert meta.engine.convs == len(convs) and meta.engine.int8_convs == len(quantized) < len(convs)
     layers = json.loads((tmp_path / "m.engine.layers.json").read_text())
     key = "I/O Tensors" if _eleven(fake_trt) else "Bindings"
     assert key in layers and any("_w_int8 + " in lay["Name"] for lay in layers["Layers"])
@@ -225,10 +225,9 @@ def test_trt_entropy_calibrator_is_version_gated(fake_trt, artifacts, tmp_path):
 
 # -- defect 4: shapes and addresses TensorRT refuses ----------------------------------------------
 
-def test_batch_outside_the_profile_is_refused(fake_trt, artifacts, tmp_path):
-    """set_input_shape returns False outside the profile (it does not raise): the old runner
-    ignored that and ran with the previous shape."""
-    from fyexport.core.errors import InputError
+def test_batch_outside_the_profile_is_split_into_runs_it_takes(fake_trt, artifacts, tmp_path):
+    """set_input_shape returns False outside the profile (it does not raise): the runner never
+    asks for such a shape; a batch larger than the profile's maximum runs in pieces."""
     from fyexport.runners.trt import TrtRunner
     from fyexport.trt.engine import EngineConfig, build_engine
 
@@ -236,8 +235,8 @@ def test_batch_outside_the_profile_is_refused(fake_trt, artifacts, tmp_path):
     with TrtRunner(tmp_path / "d.engine", device="cpu") as r:
         assert r.infer(np.zeros((2, 3, 256, 256), np.float32)).shape == (2, 4032, 10)
         assert not r.context.set_input_shape("images", (8, 3, 256, 256))  # the stand-in, like TensorRT
-        with pytest.raises(InputError, match="batch 8 is outside the engine's profile"):
-            r.infer(np.zeros((8, 3, 256, 256), np.float32))
+        x = np.random.default_rng(0).random((8, 3, 256, 256), dtype=np.float32)
+        np.testing.assert_allclose(r.infer(x), np.concatenate([r.infer(x[:4]), r.infer(x[4:])]), atol=1e-5)
         assert r.accepted_batches([1, 4, 8]) == [1, 4]
 
 
