@@ -1,0 +1,1 @@
+"""Deployment targets beyond a bare engine: DeepStream's nvinfer (:mod:`.deepstream`)."""
