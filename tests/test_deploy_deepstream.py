@@ -454,3 +454,100 @@ def test_every_config_key_is_one_nvinfer_knows(hs, models, tmp_path):
         keys = set(cp["property"]) | set(cp["class-attrs-all"])
         assert keys <= known, f"DeepStream {hs.version} does not know {sorted(keys - known)}"
         assert int(cp["property"]["network-mode"]) <= (3 if version != "6.4" else 2)
+
+
+# -- preprocessing: nvinfer's (as its source does it) against fyexport's letterbox --------------
+
+def nvinfer_geometry(frame_hw, net_hw) -> tuple:
+    """(left, top, width, height) of the resized frame inside the network input, as gst-nvinfer's
+    get_converted_buffer computes it with maintain-aspect-ratio=1 and symmetric-padding=1: the
+    source rectangle rounded down to even sizes, the other side truncated, the padding split
+    with the odd pixel at the right/bottom. Also the even source size."""
+    sh, sw = frame_hw[0] // 2 * 2, frame_hw[1] // 2 * 2  # GST_ROUND_DOWN_2
+    net_h, net_w = net_hw
+    hdest = net_w * sh / sw
+    dw, dh = (net_w, int(hdest)) if hdest <= net_h else (int(net_h * sw / sh), net_h)
+    return (net_w - dw) // 2, (net_h - dh) // 2, dw, dh, (sh, sw)
+
+
+def bilinear(src: np.ndarray, dw: int, dh: int) -> np.ndarray:
+    """Bilinear resize with pixel centres at +0.5 and edges clamped (the convention of NPP's and
+    CUDA's linear filtering, and of cv2's INTER_LINEAR), in floating point, rounded to uint8."""
+    def axis(n_out: int, n_in: int):
+        s = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+        i0 = np.floor(s).astype(np.int64)
+        return i0, np.minimum(i0 + 1, n_in - 1), s - i0
+
+    y0, y1, fy = axis(dh, src.shape[0])
+    x0, x1, fx = axis(dw, src.shape[1])
+    a = src.astype(np.float64)
+    fx, fy = fx[None, :, None], fy[:, None, None]
+    top = a[y0][:, x0] * (1 - fx) + a[y0][:, x1] * fx
+    bottom = a[y1][:, x0] * (1 - fx) + a[y1][:, x1] * fx
+    return np.floor(top * (1 - fy) + bottom * fy + 0.5).astype(np.uint8)
+
+
+def nvinfer_input(frame_bgr: np.ndarray, net_hw, prop) -> tuple[np.ndarray, tuple]:
+    """The network input nvinfer makes of a decoded frame with the config's [property]: the
+    frame converted to RGB (model-color-format=0), the surface cleared to 0 and the resized frame
+    placed inside it, then y = net-scale-factor * (x - offsets) per channel in float32
+    (nvdsinfer_conversion.cu), planar."""
+    assert prop["model-color-format"] == "0" and prop["maintain-aspect-ratio"] == "1"
+    assert prop["symmetric-padding"] == "1" and prop["scaling-filter"] == "1"  # 1 = bilinear
+    scale = np.float32(float(prop["net-scale-factor"]))
+    offsets = np.array([float(v) for v in prop["offsets"].split(";")], np.float32)
+    left, top, dw, dh, (sh, sw) = nvinfer_geometry(frame_bgr.shape[:2], net_hw)
+    surface = np.zeros((*net_hw, 3), np.uint8)
+    surface[top:top + dh, left:left + dw] = bilinear(frame_bgr[:sh, :sw, ::-1], dw, dh)
+    y = scale * (surface.astype(np.float32) - offsets)
+    return np.ascontiguousarray(y.transpose(2, 0, 1)), (left, top, dw, dh)
+
+
+def test_nvinfer_preprocessing_matches_the_letterbox_within_rounding(models, images, tmp_path):
+    """On real pictures whose even size gives nvinfer and fyexport the same geometry: the same
+    tensor inside the picture within one grey level (cv2 rounds its bilinear weights to 11 bits),
+    and exactly 0 against fyexport's 114/255 in the padding; scale and offsets to the ulp."""
+    from fyexport.preprocess import PAD_VALUE, letterbox_geometry, prepare
+
+    prop = _config(_write(models / "model.onnx", tmp_path / "ds").config)["property"]
+    checked = 0
+    for img in images:  # 640x640, 400x640, 640x300 shapes pictures and the 600x512 photo
+        (rw, _), (pw, ph), (nw, nh) = letterbox_geometry(img.shape[:2], (SIZE, SIZE))
+        fy = prepare(img, (SIZE, SIZE)).tensor
+        ds, (left, top, dw, dh) = nvinfer_input(img, (SIZE, SIZE), prop)
+        assert (left, top, dw, dh) == (int(round(pw - 0.1)), int(round(ph - 0.1)), nw, nh), img.shape
+        inside = np.zeros((SIZE, SIZE), bool)
+        inside[top:top + dh, left:left + dw] = True
+        diff = np.abs(ds - fy)[:, inside]
+        assert diff.max() <= 1 / 255 + 1e-6 and diff.mean() < 0.2 / 255, img.shape
+        assert np.all(ds[:, ~inside] == 0) and np.all(fy[:, ~inside] == np.float32(PAD_VALUE) / np.float32(255))
+        checked += int(inside.sum() < SIZE * SIZE)
+    assert checked >= 3  # pictures with padding were among them
+    v = np.arange(256, dtype=np.float32)
+    assert np.abs(np.float32(float(prop["net-scale-factor"])) * v - v / np.float32(255)).max() <= 6e-8
+
+
+def test_where_nvinfer_and_the_letterbox_differ_in_geometry():
+    """The documented differences, over frame sizes from 100 to 2000 px into 640x640. Even
+    frames (every decoded video frame: 4:2:0 needs even sizes): nvinfer truncates the resized
+    side where fyexport rounds it, so the picture is at most 1 px smaller and starts at most 1 px
+    higher or more to the left. Odd frames: nvinfer first drops the last column or row, which
+    changes the aspect ratio: the other side then differs by up to 640 / frame side + 2 px."""
+    from fyexport.preprocess import letterbox_geometry
+
+    worst = {0: 0, 1: 0}
+    same = 0
+    for h in range(100, 2001, 17):
+        for w in range(100, 2001, 23):
+            left, top, dw, dh, _ = nvinfer_geometry((h, w), (640, 640))
+            _, (pw, ph), (nw, nh) = letterbox_geometry((h, w), (640, 640))
+            d = (nw - dw, nh - dh, int(round(pw - 0.1)) - left, int(round(ph - 0.1)) - top)
+            odd = (h % 2) | (w % 2)
+            bound = 1 if not odd else 640 / min(h, w) + 2
+            assert max(map(abs, d)) <= bound, (h, w, d)
+            worst[odd] = max(worst[odd], max(map(abs, d)))
+            same += d == (0, 0, 0, 0)
+    assert worst[0] == 1 and worst[1] > 1 and same > 500  # both differences exist; agreement is the rule
+    assert nvinfer_geometry((426, 640), (256, 256))[3] == 170  # floor(170.4); fyexport round(170.4) = 170 too
+    assert nvinfer_geometry((428, 640), (256, 256))[3] == 171  # floor(171.2) = fyexport's 171
+    assert nvinfer_geometry((1080, 1920), (640, 640))[:4] == (0, 140, 640, 360)  # a 1080p frame: 140 rows of pad

@@ -334,8 +334,9 @@ def _preprocess_lines() -> list:
         "scaling-compute-hw=1",
         "# Differences that remain: nvinfer pads with black (0), fyexport and YOLOv7's training with grey",
         f"# {PAD_VALUE}, and nvinfer has no padding colour setting; nvinfer truncates the resized side where",
-        "# fyexport rounds it (1 px at most); nvinfer crops a frame with an odd width or height to even; the frame",
-        "# comes from nvstreammux, which scales it to its width x height first (set them to the source resolution).",
+        "# fyexport rounds it (1 px at most); nvinfer drops the last column or row of a frame of odd size (decoded",
+        "# video is even); the frame comes from nvstreammux, which scales it to its width x height first (set",
+        "# them to the source resolution).",
     ]
 
 
