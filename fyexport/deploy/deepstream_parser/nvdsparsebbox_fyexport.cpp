@@ -16,6 +16,8 @@
 
 #include "fyexport_parse_core.h"
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <iostream>
@@ -103,6 +105,10 @@ bool parseNmsOutputs(const std::vector<NvDsInferLayerInfo>& layers, const NvDsIn
         return fail("det_boxes must be float32 [K, 4] and det_scores float32 [K]");
     }
     const std::size_t topk = boxes->inferDims.d[0];
+    if (scores->inferDims.numElements < topk || classes->inferDims.numElements < topk ||
+        num->inferDims.numElements < 1) {
+        return fail("num_dets, det_scores and det_classes must have 1, K and K values per image");
+    }
     std::vector<std::int32_t> cls(topk);
     for (std::size_t k = 0; k < topk; ++k) {
         cls[k] = static_cast<int>(classes->dataType) == kInt64
