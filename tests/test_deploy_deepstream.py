@@ -44,12 +44,10 @@ WARNINGS = ["-std=c++17", "-Wall", "-Wextra", "-Wconversion", "-Werror"]
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """The bundled model exported at 256 (decoded, and ending in each NMS), calibrated."""
+    """The bundled model exported at 256: decoded (dynamic and static batch), and ending in each NMS."""
     import fyexport
-    from fyexport.datasets.shapes import generate
     from fyexport.export import export_onnx
     from fyexport.nms_onnx import NmsConfig
-    from fyexport.quantize import calibrate
 
     d = tmp_path_factory.mktemp("ds")
     m = fyexport.load(TINY)
@@ -58,9 +56,19 @@ def models(tmp_path_factory):
     export_onnx(m, d / "plugin.onnx", img_size=SIZE, dynamic_batch=True, simplify=False,
                 nms=NmsConfig("trt-plugin"))
     export_onnx(m, d / "static2.onnx", img_size=SIZE, batch=2, simplify=False)
-    generate(d / "data", train=8, val=2, size=SIZE)
-    calibrate(d / "model.onnx", d / "data/images/train", d / "cal", num_images=8, batch=4, bias_correction=0)
     return d
+
+
+@pytest.fixture(scope="module")
+def calibrated(models):
+    """``models`` with cal/: the Q/DQ flavours and calib.cache of model.onnx."""
+    from fyexport.datasets.shapes import generate
+    from fyexport.quantize import calibrate
+
+    generate(models / "data", train=8, val=2, size=SIZE)
+    calibrate(models / "model.onnx", models / "data/images/train", models / "cal", num_images=8, batch=4,
+              bias_correction=0)
+    return models
 
 
 @pytest.fixture(scope="module")
@@ -190,12 +198,12 @@ def _write(source, out, **kw):
     return write_deepstream(DeepStreamConfig(Path(source), Path(out), **kw))
 
 
-def test_qdq_fp16_onnx_gives_config_labels_and_parser(models, tmp_path):
+def test_qdq_fp16_onnx_gives_config_labels_and_parser(calibrated, tmp_path):
     """The issue's acceptance: model.qdq.fp16.onnx of the bundled model (5 classes)."""
     from fyexport.deploy import deepstream as ds
     from fyexport.onnx_facts import read_meta
 
-    src = models / "cal" / "model.qdq.fp16.onnx"
+    src = calibrated / "cal" / "model.qdq.fp16.onnx"
     r = _write(src, tmp_path / "ds")
     p = _config(r.config)["property"]
     assert p["parse-bbox-func-name"] == "NvDsInferParseFyexport" and p["cluster-mode"] == "4"
@@ -204,7 +212,7 @@ def test_qdq_fp16_onnx_gives_config_labels_and_parser(models, tmp_path):
     assert p["onnx-file"] == "model.qdq.fp16.onnx" and (r.out_dir / p["onnx-file"]).read_bytes() == src.read_bytes()
     # Q/DQ on DeepStream 7.1: INT8 + FP16, with a readable int8-calib-file so that nvinfer sets the INT8 flag
     assert p["network-mode"] == "3" and p["int8-calib-file"] == "calib.cache"
-    assert (r.out_dir / "calib.cache").read_bytes() == (models / "cal" / "calib.cache").read_bytes()
+    assert (r.out_dir / "calib.cache").read_bytes() == (calibrated / "cal" / "calib.cache").read_bytes()
     assert p["batch-size"] == "1" and p["output-blob-names"] == "output"
     assert float(p["net-scale-factor"]) == 1 / 255 and p["offsets"] == "0;0;0" and p["model-color-format"] == "0"
     assert p["maintain-aspect-ratio"] == "1" and p["symmetric-padding"] == "1" and p["scaling-filter"] == "1"
@@ -222,30 +230,30 @@ def test_qdq_fp16_onnx_gives_config_labels_and_parser(models, tmp_path):
         assert (again.out_dir / f.relative_to(r.out_dir)).read_bytes() == f.read_bytes(), f
 
 
-def test_network_mode_batch_and_clustering_follow_the_artifact(models, tmp_path):
-    fp32 = _config(_write(models / "model.onnx", tmp_path / "a", batch_size=4).config)
+def test_network_mode_batch_and_clustering_follow_the_artifact(calibrated, tmp_path):
+    fp32 = _config(_write(calibrated / "model.onnx", tmp_path / "a", batch_size=4).config)
     assert fp32["property"]["network-mode"] == "0" and fp32["property"]["batch-size"] == "4"
-    old = _write(models / "cal" / "model.qdq.onnx", tmp_path / "b", deepstream="6.4")
+    old = _write(calibrated / "cal" / "model.qdq.onnx", tmp_path / "b", deepstream="6.4")
     assert old.network_mode == 1 and not old.notes  # 6.4's property parser has no mode 3
-    nms = _write(models / "nms.onnx", tmp_path / "c", conf_thres=0.4)
+    nms = _write(calibrated / "nms.onnx", tmp_path / "c", conf_thres=0.4)
     p, attrs = _config(nms.config)["property"], _config(nms.config)["class-attrs-all"]
     assert nms.layout == "nms" and p["output-blob-names"] == "num_dets;det_boxes;det_scores;det_classes"
     assert p["cluster-mode"] == "4" and attrs["topk"] == "100" and attrs["pre-cluster-threshold"] == "0.4"
-    nv = _config(_write(models / "model.onnx", tmp_path / "d", cluster="nvinfer", iou_thres=0.6, max_det=50).config)
+    nv = _config(_write(calibrated / "model.onnx", tmp_path / "d", cluster="nvinfer", iou_thres=0.6, max_det=50).config)
     assert nv["property"]["parse-bbox-func-name"] == "NvDsInferParseFyexportCandidates"
     assert nv["property"]["cluster-mode"] == "2" and nv["class-attrs-all"]["nms-iou-threshold"] == "0.6"
     assert nv["class-attrs-all"]["topk"] == "50"
-    assert _write(models / "static2.onnx", tmp_path / "e").batch_size == 2
+    assert _write(calibrated / "static2.onnx", tmp_path / "e").batch_size == 2
 
 
-def test_build_folder_picks_the_engine_of_the_target_tensorrt_else_the_weakly_typed_qdq(models, tmp_path):
+def test_build_folder_picks_the_engine_of_the_target_tensorrt_else_the_weakly_typed_qdq(calibrated, tmp_path):
     import json
 
     b = tmp_path / "build"
     b.mkdir()
     (b / "manifest.json").write_text("{}")
     for name in ("model.onnx", "cal/model.qdq.onnx", "cal/model.qdq.fp16.onnx", "cal/calib.cache"):
-        shutil.copy(models / name, b / Path(name).name)
+        shutil.copy(calibrated / name, b / Path(name).name)
     r = _write(b, tmp_path / "onnx")
     assert r.source == b / "model.qdq.onnx" and r.network_mode == 3 and not r.notes
     sidecar = {"precision": "int8", "tensorrt": "10.3.0.26", "img_size": [SIZE, SIZE], "names": ["a", "b"], "nc": 2,
@@ -273,16 +281,16 @@ def _input_error(source, out, **kw) -> str:
     return text
 
 
-def test_bad_input_is_one_line_naming_the_file(models, tmp_path):
+def test_bad_input_is_one_line_naming_the_file(calibrated, tmp_path):
     import json
 
-    assert "model.qdq.cpu.onnx: the ONNX Runtime CPU flavour" in _input_error(models / "cal/model.qdq.cpu.onnx",
+    assert "model.qdq.cpu.onnx: the ONNX Runtime CPU flavour" in _input_error(calibrated / "cal/model.qdq.cpu.onnx",
                                                                                tmp_path / "o")
     assert "no such" in _input_error(tmp_path / "missing.onnx", tmp_path / "o")
-    assert "not a fyexport build folder" in _input_error(models / "data", tmp_path / "o")
+    assert "not a fyexport build folder" in _input_error(calibrated / "data", tmp_path / "o")
     assert "expected an ONNX model" in _input_error(PHOTO, tmp_path / "o")
-    assert "static batch of 2" in _input_error(models / "static2.onnx", tmp_path / "o", batch_size=4)
-    assert "--deepstream must be one of" in _input_error(models / "model.onnx", tmp_path / "o", deepstream="5.1")
+    assert "static batch of 2" in _input_error(calibrated / "static2.onnx", tmp_path / "o", batch_size=4)
+    assert "--deepstream must be one of" in _input_error(calibrated / "model.onnx", tmp_path / "o", deepstream="5.1")
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"plan")
     assert "no m.engine.json beside it" in _input_error(engine, tmp_path / "o")
@@ -439,7 +447,7 @@ def test_check_macro_refuses_a_wrong_prototype(hs, tmp_path):
 
 
 @pytest.mark.parametrize("hs", _header_params())
-def test_every_config_key_is_one_nvinfer_knows(hs, models, tmp_path):
+def test_every_config_key_is_one_nvinfer_knows(hs, calibrated, tmp_path):
     """Each key the configs set is a CONFIG_GROUP_* key of that release's gst-nvinfer property
     parser (gstnvinfer_property_parser.h, beside the headers); values it range-checks too."""
     parser_h = hs.ds / "gstnvinfer_property_parser.h"
@@ -447,8 +455,8 @@ def test_every_config_key_is_one_nvinfer_knows(hs, models, tmp_path):
         pytest.skip(f"{parser_h} not found: gst-nvinfer's property parser header lists the keys")
     known = set(re.findall(r'#define CONFIG_GROUP_\w+\s+"([^"]+)"', parser_h.read_text()))
     version = hs.version if hs.version in DS_TOOLCHAIN else "7.1"
-    for i, (src, kw) in enumerate([(models / "cal/model.qdq.onnx", {}), (models / "nms.onnx", {}),
-                                   (models / "model.onnx", {"cluster": "nvinfer"})]):
+    for i, (src, kw) in enumerate([(calibrated / "cal/model.qdq.onnx", {}), (calibrated / "nms.onnx", {}),
+                                   (calibrated / "model.onnx", {"cluster": "nvinfer"})]):
         cp = _config(_write(src, tmp_path / str(i), deepstream=version, **kw).config)
         assert cp.sections() == ["property", "class-attrs-all"]
         keys = set(cp["property"]) | set(cp["class-attrs-all"])
