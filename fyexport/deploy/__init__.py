@@ -1,2 +1,2 @@
 """Where an engine is deployed: a Triton model repository (``triton``), DeepStream
-(``deepstream``)."""
+(``deepstream``: nvinfer config, labels, parser library, deepstream-app example)."""
