@@ -56,17 +56,17 @@ def crop_split(src_root: Path, dst_root: Path, height: int, width: int | None = 
                          f"{(ny2 - ny1) / height:.6f}")
         (dst_root / "labels/val" / (img_path.stem + ".txt")).write_text("\n".join(lines) + ("\n" if lines else ""))
     yaml_path = dst_root / "wide.yaml"
-    from fyexport.datasets.shapes import CLASSES
+    from fyexport.data.shapes import CLASSES
 
     yaml_path.write_text(f"val: {dst_root.resolve()}/images/val\nnc: {len(CLASSES)}\nnames: {CLASSES}\n")
     return yaml_path
 
 
 def preprocessings(prop: dict) -> dict:
-    """{name: a replacement of fyexport.evaluate.prepare}."""
+    """{name: a replacement of fyexport.evaluation.metrics.prepare}."""
     from test_deploy_deepstream import nvinfer_geometry, nvinfer_input
 
-    from fyexport.preprocess import Prepared, letterbox, to_tensor
+    from fyexport.data.images import Prepared, letterbox, to_tensor
 
     def black(img, size):
         lb, ratio, pad = letterbox(img, size, color=(0, 0, 0))
@@ -91,10 +91,11 @@ def main() -> None:
     args = ap.parse_args()
 
     import fyexport
-    from fyexport import evaluate as ev
-    from fyexport.datasets.shapes import generate
+    from fyexport.data.shapes import generate
     from fyexport.deploy.deepstream import DeepStreamConfig, write_deepstream
-    from fyexport.export import export_onnx
+    from fyexport.evaluation import detections as ev
+    from fyexport.evaluation.metrics import evaluate
+    from fyexport.onnx.export import export_onnx
     from fyexport.runners import open_runner
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,7 +111,7 @@ def main() -> None:
             ev.prepare = prepare
             t0 = time.time()
             try:
-                r = ev.evaluate(open_runner(tmp / "model.onnx"), data)
+                r = evaluate(open_runner(tmp / "model.onnx"), data)
             finally:
                 ev.prepare = original
             results[name] = r

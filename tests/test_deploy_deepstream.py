@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PHOTO, REPO, TINY
+from conftest import PHOTO, REPO, TINY, run_cli
 
 PARSER_SRC = REPO / "fyexport" / "deploy" / "deepstream_parser"
 SIZE = 256
@@ -46,8 +46,8 @@ WARNINGS = ["-std=c++17", "-Wall", "-Wextra", "-Wconversion", "-Werror"]
 def models(tmp_path_factory):
     """The bundled model exported at 256: decoded (dynamic and static batch), and ending in each NMS."""
     import fyexport
-    from fyexport.export import export_onnx
-    from fyexport.nms_onnx import NmsConfig
+    from fyexport.onnx.export import export_onnx
+    from fyexport.onnx.nms import NmsConfig
 
     d = tmp_path_factory.mktemp("ds")
     m = fyexport.load(TINY)
@@ -62,7 +62,7 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def calibrated(models):
     """``models`` with cal/: the Q/DQ flavours and calib.cache of model.onnx."""
-    from fyexport.datasets.shapes import generate
+    from fyexport.data.shapes import generate
     from fyexport.quantize import calibrate
 
     generate(models / "data", train=8, val=2, size=SIZE)
@@ -74,8 +74,8 @@ def calibrated(models):
 @pytest.fixture(scope="module")
 def images():
     """Real pictures (BGR): three shapes images, two crops of other aspect ratios and the photo."""
-    from fyexport.datasets.shapes import make_image
-    from fyexport.preprocess import read_image
+    from fyexport.data.images import read_image
+    from fyexport.data.shapes import make_image
 
     shapes = [np.asarray(make_image(1_000_003 + i, 640)[0])[:, :, ::-1].copy() for i in range(3)]
     return [*shapes, shapes[0][100:500].copy(), shapes[1][:, 170:470].copy(), read_image(PHOTO)]
@@ -84,8 +84,8 @@ def images():
 @pytest.fixture(scope="module")
 def outputs(models, images):
     """ONNX Runtime outputs of the decoded and the NMS model on the letterboxed images."""
-    from fyexport.onnx_facts import cpu_session
-    from fyexport.preprocess import prepare
+    from fyexport.data.images import prepare
+    from fyexport.onnx.facts import cpu_session
 
     x = np.stack([prepare(img, (SIZE, SIZE)).tensor for img in images])
     decoded = cpu_session(models / "model.onnx").run(None, {"images": x})[0]
@@ -129,7 +129,7 @@ def _run(cmd) -> str:
 def test_core_gives_fyexport_boxes_on_the_decoded_output(driver, outputs, tmp_path, conf, iou, max_det):
     """Decode + NMS of the parser's core (compiled with -Wall -Wextra -Wconversion -Werror) on
     ONNX Runtime outputs of real images: fyexport's non_max_suppression, box for box."""
-    from fyexport.postprocess import non_max_suppression
+    from fyexport.evaluation.nms import non_max_suppression
 
     decoded, _ = outputs
     total = 0
@@ -153,9 +153,9 @@ def test_core_reads_both_nms_exports_as_fyexport_does(driver, models, outputs, t
     same names, types and shapes, which is all the parser relies on."""
     import onnx
 
-    from fyexport.nms_onnx import detections_from_outputs
-    from fyexport.onnx_facts import io_shapes
-    from fyexport.postprocess import non_max_suppression
+    from fyexport.evaluation.nms import non_max_suppression
+    from fyexport.onnx.facts import io_shapes
+    from fyexport.onnx.nms import detections_from_outputs
 
     decoded, nms = outputs
     fy_graph = detections_from_outputs(nms)
@@ -176,7 +176,7 @@ def test_core_reads_both_nms_exports_as_fyexport_does(driver, models, outputs, t
 
 
 def test_core_defaults_are_fyexports():
-    from fyexport.postprocess import MAX_DET, MAX_NMS, MAX_WH
+    from fyexport.evaluation.nms import MAX_DET, MAX_NMS, MAX_WH
 
     core = (PARSER_SRC / "fyexport_parse_core.h").read_text()
     assert f"#define FYEXPORT_MAX_DET {MAX_DET}\n" in core and f"max_nms = {MAX_NMS};" in core
@@ -201,7 +201,7 @@ def _write(source, out, **kw):
 def test_qdq_fp16_onnx_gives_config_labels_and_parser(calibrated, tmp_path):
     """The issue's acceptance: model.qdq.fp16.onnx of the bundled model (5 classes)."""
     from fyexport.deploy import deepstream as ds
-    from fyexport.onnx_facts import read_meta
+    from fyexport.onnx.facts import read_meta
 
     src = calibrated / "cal" / "model.qdq.fp16.onnx"
     r = _write(src, tmp_path / "ds")
@@ -216,7 +216,7 @@ def test_qdq_fp16_onnx_gives_config_labels_and_parser(calibrated, tmp_path):
     assert p["batch-size"] == "1" and p["output-blob-names"] == "output"
     assert float(p["net-scale-factor"]) == 1 / 255 and p["offsets"] == "0;0;0" and p["model-color-format"] == "0"
     assert p["maintain-aspect-ratio"] == "1" and p["symmetric-padding"] == "1" and p["scaling-filter"] == "1"
-    assert r.labels.read_text().splitlines() == read_meta(src)["names"] == ["circle", "square", "triangle", "star",
+    assert r.labels.read_text().splitlines() == list(read_meta(src).names) == ["circle", "square", "triangle", "star",
                                                                              "cross"]
     for name in ds.PARSER_SOURCES:
         assert (r.parser_dir / name).read_text() == (PARSER_SRC / name).read_text()
@@ -272,7 +272,7 @@ def test_build_folder_picks_the_engine_of_the_target_tensorrt_else_the_weakly_ty
 
 
 def _input_error(source, out, **kw) -> str:
-    from fyexport.errors import InputError
+    from fyexport.core.errors import InputError
 
     with pytest.raises(InputError) as e:
         _write(source, out, **kw)
@@ -290,7 +290,7 @@ def test_bad_input_is_one_line_naming_the_file(calibrated, tmp_path):
     assert "not a fyexport build folder" in _input_error(calibrated / "data", tmp_path / "o")
     assert "expected an ONNX model" in _input_error(PHOTO, tmp_path / "o")
     assert "static batch of 2" in _input_error(calibrated / "static2.onnx", tmp_path / "o", batch_size=4)
-    assert "--deepstream must be one of" in _input_error(calibrated / "model.onnx", tmp_path / "o", deepstream="5.1")
+    assert "`deepstream` must be one of" in _input_error(calibrated / "model.onnx", tmp_path / "o", deepstream="5.1")
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"plan")
     assert "no m.engine.json beside it" in _input_error(engine, tmp_path / "o")
@@ -397,8 +397,8 @@ def test_parser_builds_with_its_makefile_and_runs_as_nvinfer_calls_it(hs, models
     -Wconversion -Werror; the library is then loaded and called through the header's
     NvDsInferParseCustomFunc, one image at a time with that image's layers as nvinfer passes
     them, on the real outputs: fyexport's boxes (clipped to the network input)."""
-    from fyexport.nms_onnx import detections_from_outputs
-    from fyexport.postprocess import non_max_suppression
+    from fyexport.evaluation.nms import non_max_suppression
+    from fyexport.onnx.nms import detections_from_outputs
 
     _need_toolchain(hs)
     r = _write(models / "model.onnx", tmp_path / "ds", deepstream=hs.version if hs.version in DS_TOOLCHAIN else "7.1")
@@ -515,7 +515,7 @@ def test_nvinfer_preprocessing_matches_the_letterbox_within_rounding(models, ima
     """On real pictures whose even size gives nvinfer and fyexport the same geometry: the same
     tensor inside the picture within one grey level (cv2 rounds its bilinear weights to 11 bits),
     and exactly 0 against fyexport's 114/255 in the padding; scale and offsets to the ulp."""
-    from fyexport.preprocess import PAD_VALUE, letterbox_geometry, prepare
+    from fyexport.data.images import PAD_VALUE, letterbox_geometry, prepare
 
     prop = _config(_write(models / "model.onnx", tmp_path / "ds").config)["property"]
     checked = 0
@@ -541,7 +541,7 @@ def test_where_nvinfer_and_the_letterbox_differ_in_geometry():
     side where fyexport rounds it, so the picture is at most 1 px smaller and starts at most 1 px
     higher or more to the left. Odd frames: nvinfer first drops the last column or row, which
     changes the aspect ratio: the other side then differs by up to 640 / frame side + 2 px."""
-    from fyexport.preprocess import letterbox_geometry
+    from fyexport.data.images import letterbox_geometry
 
     worst = {0: 0, 1: 0}
     same = 0
@@ -559,3 +559,21 @@ def test_where_nvinfer_and_the_letterbox_differ_in_geometry():
     assert nvinfer_geometry((426, 640), (256, 256))[3] == 170  # floor(170.4); fyexport round(170.4) = 170 too
     assert nvinfer_geometry((428, 640), (256, 256))[3] == 171  # floor(171.2) = fyexport's 171
     assert nvinfer_geometry((1080, 1920), (640, 640))[:4] == (0, 140, 640, 360)  # a 1080p frame: 140 rows of pad
+
+
+def test_the_command_writes_the_config_or_refuses_in_one_line(calibrated, tmp_path):
+    """`fyexport deepstream model.qdq.fp16.onnx -o ds` (the issue's acceptance) through the CLI;
+    the CPU flavour and a bad value are one line, exit 2, naming what the user typed."""
+    out = tmp_path / "ds"
+    proc = run_cli("deepstream", calibrated / "cal/model.qdq.fp16.onnx", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    p = _config(out / "config_infer_primary_fyexport.txt")["property"]
+    assert p["parse-bbox-func-name"] == "NvDsInferParseFyexport" and p["num-detected-classes"] == "5"
+    assert p["custom-lib-path"].startswith("nvdsinfer_custom_impl_fyexport/") and p["labelfile-path"] == "labels.txt"
+    assert (out / "labels.txt").is_file()
+    assert (out / "nvdsinfer_custom_impl_fyexport/nvdsparsebbox_fyexport.cpp").is_file()
+    for args, says in (([calibrated / "cal/model.qdq.cpu.onnx", "-o", tmp_path / "o1"], "the ONNX Runtime CPU flavour"),
+                       ([calibrated / "cal/model.qdq.onnx", "-o", tmp_path / "o2", "--max-det", "0"],
+                        "--max-det must be >= 1")):
+        proc = run_cli("deepstream", *args)
+        assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -1,4 +1,4 @@
-"""Deployment commands: ``engine`` (TensorRT), ``triton``."""
+"""Deployment commands: ``engine`` (TensorRT), ``triton``, ``deepstream``."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -6,12 +6,13 @@ from dataclasses import replace
 import click
 
 from ..core.log import G_LOGGER
+from ..deploy.deepstream import CLUSTERS, DS_RELEASES, DeepStreamConfig
 from ..deploy.triton import TritonConfig
 from ..trt.engine import CALIBRATORS, PRECISIONS, EngineConfig
 from .app import cli, logging_options
 from .options import Fields
 
-ENGINE, TRITON = Fields(EngineConfig), Fields(TritonConfig)
+ENGINE, TRITON, DEEPSTREAM = Fields(EngineConfig), Fields(TritonConfig), Fields(DeepStreamConfig)
 
 
 @ENGINE.command(cli)
@@ -57,3 +58,38 @@ def triton(cfg, engine_path, repo):
     from ..deploy.triton import write_repository
 
     G_LOGGER.info(f"wrote {write_repository(engine_path, repo, cfg.name, cfg.max_batch)}")
+
+
+@DEEPSTREAM.command(cli)
+@click.argument("source")
+@DEEPSTREAM.option("out_dir", "-o", "--output", "out_dir", required=True, type=click.Path(),
+                   help="Output folder: nvinfer config, labels.txt, the model, the parser source, a deepstream-app "
+                        "config.")
+@DEEPSTREAM.option("deepstream", "--deepstream", type=click.Choice(list(DS_RELEASES)),
+                   help="DeepStream release to target (its network modes, CUDA_VER, the TensorRT an engine must "
+                        "match).")
+@DEEPSTREAM.option("conf_thres", "--conf-thres", help="pre-cluster-threshold: keep detections scoring above this.")
+@DEEPSTREAM.option("iou_thres", "--iou-thres",
+                   help="NMS IoU (compiled into the parser; nvinfer's nms-iou-threshold with --cluster nvinfer).")
+@DEEPSTREAM.option("max_det", "--max-det", help="Detections kept per image (topk).")
+@DEEPSTREAM.option("batch_size", "--batch-size", type=int, help="nvinfer batch-size.  [default: the model's static "
+                   "batch, the engine profile's maximum, or 1]")
+@DEEPSTREAM.option("cluster", "--cluster", type=click.Choice(CLUSTERS),
+                   help="parser: fyexport's NMS runs in the parser, so DeepStream keeps fyexport's boxes; nvinfer: "
+                        "the parser gives candidates to nvinfer's per-class NMS (cluster-mode=2).")
+@DEEPSTREAM.option("gpu_id", "--gpu-id", help="nvinfer gpu-id.")
+@logging_options
+def deepstream(cfg, source):
+    """Write a DeepStream nvinfer config, labels, the parser library's source and a deepstream-app
+    example for an ONNX model, a TensorRT engine or a build folder."""
+    from pathlib import Path
+
+    from ..deploy.deepstream import write_deepstream
+
+    r = write_deepstream(replace(cfg, source=Path(source), out_dir=Path(cfg.out_dir)))
+    for note in r.notes:
+        G_LOGGER.warning(note)
+    G_LOGGER.info(f"wrote {r.config} for {r.source.name} ({r.layout} output, {r.num_classes} classes, "
+                  f"network-mode={r.network_mode}, batch-size={r.batch_size}), {r.labels.name}, {r.parser_dir.name}/ "
+                  f"and {r.app_config.name}")
+    G_LOGGER.info(f"on the DeepStream machine: 'make -C {r.parser_dir}' then 'deepstream-app -c {r.app_config}'")

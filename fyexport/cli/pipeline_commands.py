@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ..bench import BenchConfig
+from ..bench.run import BenchConfig
 from ..core.errors import GateError
 from ..core.log import G_LOGGER
 from ..pipeline.build import BuildConfig, DemoConfig
@@ -38,7 +38,7 @@ BENCH, BUILD, DEMO = Fields(BenchConfig), Fields(BuildConfig), Fields(DemoConfig
 @logging_options
 def bench(cfg, artifacts, baseline, json_out, plot_out):
     """Latency, throughput and accuracy of ARTIFACTS against the unpruned FP32 BASELINE."""
-    from .. import bench as b
+    from ..bench import run as b
     from ..core.artifacts import write_json
 
     report = b.run_bench(list(artifacts), baseline, cfg)

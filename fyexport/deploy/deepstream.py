@@ -44,7 +44,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..errors import InputError, InternalError
+from ..core.config import require
+from ..core.errors import InputError, InternalError
+from ..core.meta import ArtifactMeta
 
 CONFIG_FILE = "config_infer_primary_fyexport.txt"
 APP_CONFIG_FILE = "deepstream_app_config.txt"
@@ -86,8 +88,8 @@ class DeepStreamConfig:
     ``batch_size`` (None: the model's static batch, the engine profile's maximum, or 1);
     ``cluster``: ``parser`` (fyexport's NMS in the parser) or ``nvinfer`` (nvinfer's NMS)."""
 
-    source: Path
-    out_dir: Path
+    source: Path | None = None
+    out_dir: Path | None = None
     deepstream: str = "7.1"
     conf_thres: float = 0.25
     iou_thres: float = 0.45
@@ -97,14 +99,16 @@ class DeepStreamConfig:
     gpu_id: int = 0
 
     def validate(self) -> None:
-        if self.deepstream not in DS_RELEASES:
-            raise InputError(f"--deepstream must be one of {', '.join(DS_RELEASES)}, got {self.deepstream!r}")
-        if self.cluster not in CLUSTERS:
-            raise InputError(f"--cluster must be parser or nvinfer, got {self.cluster!r}")
-        if not (0 <= self.conf_thres < 1 and 0 < self.iou_thres <= 1):
-            raise InputError("--conf-thres must be in [0, 1) and --iou-thres in (0, 1]")
-        if self.max_det < 1 or (self.batch_size is not None and self.batch_size < 1) or self.gpu_id < 0:
-            raise InputError("--max-det and --batch-size must be >= 1 and --gpu-id >= 0")
+        require(self.source is not None, "source", "is needed: an ONNX model, an engine or a build folder")
+        require(self.out_dir is not None, "out_dir", "is needed: the folder to write")
+        require(self.deepstream in DS_RELEASES, "deepstream",
+                f"must be one of {', '.join(DS_RELEASES)}, got {self.deepstream!r}")
+        require(self.cluster in CLUSTERS, "cluster", f"must be parser or nvinfer, got {self.cluster!r}")
+        require(0 <= self.conf_thres < 1, "conf_thres", f"must be in [0, 1), got {self.conf_thres}")
+        require(0 < self.iou_thres <= 1, "iou_thres", f"must be in (0, 1], got {self.iou_thres}")
+        require(self.max_det >= 1, "max_det", f"must be >= 1, got {self.max_det}")
+        require(self.batch_size is None or self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.gpu_id >= 0, "gpu_id", f"must be >= 0, got {self.gpu_id}")
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,7 @@ def read_model_facts(path: Path) -> ModelFacts:
 
 
 def _onnx_facts(path: Path) -> ModelFacts:
-    from ..onnx_facts import check_onnx_file, graph_facts, io_shapes, onnx_precision, read_meta
+    from ..onnx.facts import check_onnx_file, graph_facts, io_shapes, onnx_precision, read_meta
 
     proto = check_onnx_file(path)
     precision, flavour = onnx_precision(proto)
@@ -218,29 +222,29 @@ def _onnx_facts(path: Path) -> ModelFacts:
 
 
 def _engine_facts(path: Path) -> ModelFacts:
-    from ..errors import check_file
+    from ..core.errors import check_file
     from ..trt.sidecar import read_sidecar, sidecar_path
 
     check_file(path, "TensorRT engine")
     meta = read_sidecar(path)
-    if not meta:
+    if meta.engine is None:
         raise InputError(f"{path}: no {sidecar_path(path).name} beside it, so its inputs, outputs and classes are "
                          "unknown", "Build the engine with 'fyexport engine', or give the ONNX")
     names = _names(meta, path)
-    shape = list((meta.get("input") or {}).get("shape") or [])
-    if len(shape) != 4 or not meta.get("img_size") or meta.get("precision") not in ("fp32", "fp16", "int8"):
+    shape = list((meta.engine.input or {}).get("shape") or [])
+    if len(shape) != 4 or not meta.img_size or meta.precision not in ("fp32", "fp16", "int8"):
         raise InputError(f"{sidecar_path(path)}: incomplete engine metadata (input shape, img_size, precision)",
                          "Rebuild the engine with 'fyexport engine'")
-    profile = (meta.get("input") or {}).get("profile") or None
+    profile = meta.engine.profile or None
     batch_range = (int(profile["min"][0]), int(profile["max"][0])) if shape[0] == -1 and profile else None
-    nms = _graph_nms(meta, tuple(meta.get("outputs") or ()), path)
-    return ModelFacts(path, "engine", meta["precision"], names, tuple(meta["img_size"]),
-                      None if shape[0] == -1 else int(shape[0]), batch_range, nms, str(meta.get("tensorrt") or ""))
+    nms = _graph_nms(meta, tuple(meta.engine.outputs), path)
+    return ModelFacts(path, "engine", meta.precision, names, tuple(meta.img_size),
+                      None if shape[0] == -1 else int(shape[0]), batch_range, nms, str(meta.engine.tensorrt or ""))
 
 
-def _names(meta: dict, path: Path) -> tuple:
-    names = meta.get("names")
-    if not isinstance(names, list) or not names:
+def _names(meta: ArtifactMeta, path: Path) -> tuple:
+    names = list(meta.names)
+    if not names:
         raise InputError(f"{path}: no class names in its metadata (not exported by fyexport)",
                          "Export it with 'fyexport export'")
     for n in names:  # nvinfer skips empty lines of labels.txt and splits a line at ';'
@@ -250,15 +254,14 @@ def _names(meta: dict, path: Path) -> tuple:
     return tuple(names)
 
 
-def _graph_nms(meta: dict, outputs: tuple, path: Path) -> GraphNms | None:
+def _graph_nms(meta: ArtifactMeta, outputs: tuple, path: Path) -> GraphNms | None:
     if tuple(outputs) == (DECODED_OUTPUT,):
         return None
-    settings = meta.get("nms")
-    if set(outputs) != set(NMS_OUTPUTS) or not isinstance(settings, dict):
+    settings = meta.nms
+    if set(outputs) != set(NMS_OUTPUTS) or settings is None:
         raise InputError(f"{path}: outputs {', '.join(outputs) or 'none'}; the parser reads 'output' or "
-                         f"{', '.join(NMS_OUTPUTS)}", "Export it with 'fyexport export' (with or without --nms)")
-    return GraphNms(str(settings.get("kind")), float(settings["conf_thres"]), float(settings["iou_thres"]),
-                    int(settings["topk"]))
+                         f"{', '.join(NMS_OUTPUTS)}", "Export it with 'fyexport export' (with or without NMS)")
+    return GraphNms(str(settings.kind), float(settings.conf_thres), float(settings.iou_thres), int(settings.topk))
 
 
 # -- the choices --------------------------------------------------------------------------------
@@ -275,16 +278,18 @@ def choose_batch(facts: ModelFacts, requested: int | None) -> int:
     if facts.batch is not None:
         if requested not in (None, facts.batch):
             raise InputError(f"{facts.path}: a static batch of {facts.batch}, so batch-size cannot be {requested}",
-                             "Export it with --dynamic-batch for another batch size")
+                             "Export it with 'fyexport export --dynamic-batch' for another batch size")
         return facts.batch
     if facts.batch_range is not None:
         lo, hi = facts.batch_range
         if lo > 1:
             raise InputError(f"{facts.path}: the engine's profile starts at batch {lo}, and nvinfer sends smaller "
-                             "batches when fewer frames are ready", "Rebuild the engine with --min-batch 1")
+                             "batches when fewer frames are ready",
+                             "Rebuild the engine with 'fyexport engine ... --min-batch 1'")
         if requested is not None and requested > hi:
             raise InputError(f"{facts.path}: batch-size {requested} exceeds the engine profile's maximum of {hi}",
-                             f"Use --batch-size {hi} or rebuild the engine with --max-batch {requested}")
+                             f"Use a `batch_size` of {hi} or rebuild the engine with "
+                             f"'fyexport engine ... --max-batch {requested}'")
         return requested or hi
     return requested or 1
 
@@ -319,7 +324,7 @@ def _model_lines(facts: ModelFacts, mode: int, release: DsRelease, calib: bool) 
 
 
 def _preprocess_lines() -> list:
-    from ..preprocess import PAD_VALUE
+    from ..data.images import PAD_VALUE
 
     return [
         "# fyexport's letterbox: RGB, x/255, aspect ratio kept, centred padding (split as fyexport splits it)",
@@ -409,7 +414,7 @@ def parser_files(cfg: DeepStreamConfig) -> dict:
 
 
 def _copy(src: Path, dst: Path) -> None:
-    from ..artifacts import atomic_path
+    from ..core.artifacts import atomic_path
 
     if dst.exists() and dst.resolve() == src.resolve():
         return
@@ -420,7 +425,7 @@ def _copy(src: Path, dst: Path) -> None:
 def write_deepstream(cfg: DeepStreamConfig) -> DeepStreamResult:
     """Write the nvinfer config, labels, model copy, parser source and deepstream-app example
     for ``cfg.source`` into ``cfg.out_dir`` (see the module docstring)."""
-    from ..artifacts import write_text
+    from ..core.artifacts import write_text
     from ..trt.sidecar import sidecar_path
 
     cfg.validate()
