@@ -112,3 +112,38 @@ def test_gate_without_labels_uses_teacher_agreement():
     assert g.passed and g.max_drop == 10.0
     assert not gate(_ev(1.0, 0.85, 0.84, 0.845, metric="agreement"), None, 0.95).passed
     assert not gate(_ev(1.0, 1.0, 0.96, 0.97, metric="agreement"), None, None).passed  # INT8 alone: 3 points
+
+
+def test_rows_run_where_the_user_deploys():
+    """On a GPU the FP32 rows run their checkpoint in PyTorch, an engine runs on TensorRT, and
+    the Q/DQ rows run on ONNX Runtime (its CUDA provider only with the [gpu] extra); without
+    one everything runs on ONNX Runtime on the CPU."""
+    from fyexport.onnx.facts import ort_has_cuda
+    from fyexport.pipeline.accuracy import ENGINE_ROW, FP32, INT8, UNPRUNED, sources
+
+    paths = {UNPRUNED: "b.onnx", FP32: "m.onnx", INT8["trt"]: "m.qdq.onnx", ENGINE_ROW: "m.engine"}
+    ckpts = {UNPRUNED: "w.pt", FP32: "r.pt"}
+    gpu = sources(paths, ckpts, "cuda:1")
+    assert (gpu[UNPRUNED].runtime, str(gpu[UNPRUNED].run), gpu[UNPRUNED].device) == ("torch", "w.pt", "cuda:1")
+    assert gpu[FP32].runtime == "torch" and str(gpu[FP32].artifact) == "m.onnx"
+    assert gpu[INT8["trt"]].runtime == "onnxruntime" and gpu[INT8["trt"]].device == ("cuda:1" if ort_has_cuda()
+                                                                                      else "cpu")
+    assert gpu[ENGINE_ROW].runtime == "tensorrt"
+    cpu = sources(paths, ckpts, "cpu")
+    assert all(s.runtime == "onnxruntime" and s.device == "cpu" for k, s in cpu.items() if k != ENGINE_ROW)
+
+
+def test_a_checkpoint_row_measures_what_its_onnx_row_measures(tmp_path, shapes_small):
+    """Why a GPU runs the FP32 rows from their checkpoints: PyTorch on the checkpoint and ONNX
+    Runtime on its export give the same row (here both on the CPU)."""
+    from fyexport.data.labels import load_data_yaml
+    from fyexport.onnx.export import export_onnx
+    from fyexport.pipeline.accuracy import UNPRUNED, RowSource, measure
+
+    export_onnx(__import__("fyexport").load(TINY), tmp_path / "m.onnx", img_size=256)
+    spec = load_data_yaml(shapes_small)
+    on = {UNPRUNED: RowSource(tmp_path / "m.onnx", tmp_path / "m.onnx", "onnxruntime", "cpu")}
+    pt = {UNPRUNED: RowSource(tmp_path / "m.onnx", TINY, "torch", "cpu")}
+    a, b = measure(on, spec, None, None, (256, 256))[UNPRUNED], measure(pt, spec, None, None, (256, 256))[UNPRUNED]
+    assert a.artifact == b.artifact == "m.onnx" and a.images == b.images == 16
+    assert abs(a.map - b.map) < 2e-3 and abs(a.map50 - b.map50) < 2e-3 and a.agreement == b.agreement == 1.0

@@ -116,6 +116,13 @@ def check_onnx_file(path):
 
 # -- ONNX Runtime ------------------------------------------------------------------------
 
+def ort_has_cuda() -> bool:
+    """Whether this ONNX Runtime has the CUDA provider (the ``[gpu]`` extra, onnxruntime-gpu)."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def session_options(threads: int | None = None, config: dict | None = None):
     """The options of every fyexport ONNX Runtime session: all graph optimisations, one
     sequential executor, intra-op threads = physical cores, quiet logging."""

@@ -1,12 +1,18 @@
 """The build's accuracy report and gate: every model side by side against the unpruned
 FP32 model, and the verdict on the final one.
 
-Each model runs once on the report's images (ONNX Runtime, CPU): with labels the validation
-split, which recovery never trains on, scored by mAP and by teacher agreement; without
-labels the images held out of the calibration folder, scored by teacher agreement.  The
-gate compares the final model (the worse INT8 flavour) with the unpruned FP32 model, in
-points of mAP@.5:.95 with labels, of teacher agreement without, and splits the loss into
-what pruning cost (unpruned -> pruned FP32) and what quantization cost (FP32 -> INT8).
+Each model runs once on the report's images: with labels the validation split, which
+recovery never trains on, scored by mAP and by teacher agreement; without labels the
+images held out of the calibration folder, scored by teacher agreement.  Where it runs is
+where the user deploys: on a GPU the FP32 rows run their checkpoint in PyTorch on the GPU
+(the same network the ONNX file holds; ONNX Runtime's GPU build is an optional extra and
+PyTorch is there anyway), the Q/DQ rows run on ONNX Runtime's CUDA provider when the
+``[gpu]`` extra is installed (else on its CPU provider), and a built engine gets its own row,
+run by TensorRT; without a GPU everything runs on ONNX Runtime on the CPU.  The gate
+compares the final model (the engine when one is built, else the worse INT8 flavour) with
+the unpruned FP32 model, in points of mAP@.5:.95 with labels, of teacher agreement without,
+and splits the loss into what pruning cost (unpruned -> pruned FP32) and what quantization
+cost (FP32 -> INT8).
 
 The default allowance follows from the recovery target: a pruned model recovered to a kept
 fraction ``t`` may lose ``(1 - t)`` of the unpruned score (in agreement, ``1.4 (1 - t)``:
@@ -23,6 +29,7 @@ from ..core.errors import FyexportError
 
 UNPRUNED, FP32 = "unpruned fp32", "fp32"
 INT8 = {"trt": "int8 (TensorRT Q/DQ)", "cpu": "int8 (CPU Q/DQ)"}
+ENGINE_ROW = "engine (TensorRT)"
 QUANTIZATION_POINTS = {"map": 1.0, "agreement": 3.0}  # INT8 of the unpruned shapes model: mAP +0.7, agreement -2.8
 
 
@@ -68,6 +75,17 @@ class GateResult:
         return asdict(self)
 
 
+@dataclass
+class RowSource:
+    """What one row of the table is about (``artifact``) and what runs to measure it (the same
+    network: the artifact itself, or its checkpoint in PyTorch on a GPU)."""
+
+    artifact: Path
+    run: Path
+    runtime: str  # torch | onnxruntime | tensorrt
+    device: str  # cpu | cuda
+
+
 def candidates(out: Path, precision: str, pruned: bool, model_onnx: Path, artifacts: dict) -> dict:
     """{row label: ONNX path}; ``None`` stands for the unpruned baseline, exported on demand."""
     rows = {UNPRUNED: None, FP32: model_onnx} if pruned else {UNPRUNED: model_onnx}
@@ -76,32 +94,64 @@ def candidates(out: Path, precision: str, pruned: bool, model_onnx: Path, artifa
     return rows
 
 
-def measure(paths: dict, spec, holdout, eval_images: int | None) -> dict:
-    """{row label: AccuracyRow} on the report's images."""
+def sources(paths: dict, checkpoints: dict, device: str) -> dict:
+    """{row label: RowSource} for the resolved ``device`` (cpu, cuda, cuda:N): ``checkpoints``
+    gives the FP32 rows' checkpoints, which PyTorch runs on a GPU."""
+    from ..onnx.facts import ort_has_cuda
+
+    gpu = device.startswith("cuda")
+    out = {}
+    for label, path in paths.items():
+        path = Path(path)
+        if path.suffix in (".engine", ".plan"):
+            out[label] = RowSource(path, path, "tensorrt", device if gpu else "cuda")
+        elif gpu and checkpoints.get(label):
+            out[label] = RowSource(path, Path(checkpoints[label]), "torch", device)
+        else:
+            out[label] = RowSource(path, path, "onnxruntime", device if gpu and ort_has_cuda() else "cpu")
+    return out
+
+
+def measure(rows: dict, spec, holdout, eval_images: int | None, hw: tuple) -> dict:
+    """{row label: AccuracyRow} on the report's images at the input size ``hw``; ``rows``:
+    {label: RowSource}."""
     from ..evaluation.agreement import agreement_scores
-    from ..evaluation.detections import detect
     from ..evaluation.metrics import coco_map, label_boxes
-    from ..runners import open_runner
 
     images = (spec.images("val")[:eval_images] if eval_images else spec.images("val")) if spec else holdout.images
     if not images:
         raise FyexportError("no images to measure accuracy on",
                             "Give a data yaml with a val split (`data`), or more calibration images (`calib`)")
     dets = {}
-    for label, path in paths.items():
-        with open_runner(str(path), device="cpu") as r:
-            dets[label] = detect(r, images, description=f"accuracy {label}")
-            nc = r.info.nc
+    for label, src in rows.items():
+        dets[label], nc = _detections(label, src, images, hw)
     teacher = dets[UNPRUNED]
     gt = label_boxes(images, teacher.sizes, spec.nc) if spec else None
     res = {}
     for label, d in dets.items():
         a50, strict = agreement_scores(d, teacher, nc)
-        row = AccuracyRow(Path(paths[label]).name, len(d.sizes), round(a50, 5), round(strict, 5))
+        row = AccuracyRow(Path(rows[label].artifact).name, len(d.sizes), round(a50, 5), round(strict, 5))
         if gt is not None:
             row.map50, row.map, _ = coco_map(gt, d.sizes, d.boxes, nc)
         res[label] = row
     return res
+
+
+def _detections(label: str, src: RowSource, images: list, hw: tuple):
+    """(detections, classes) of one row, timed, saying where it ran."""
+    import time
+
+    from ..core.log import G_LOGGER
+    from ..evaluation.detections import detect
+    from ..runners import open_runner
+
+    t = time.perf_counter()
+    with open_runner(str(src.run), runtime=src.runtime, device=src.device, img_size=hw) as r:
+        d = detect(r, images, description=f"accuracy {label}")
+        nc = r.info.nc
+    G_LOGGER.info(f"accuracy {label}: {len(d.sizes)} images on {src.runtime} {src.device} in "
+                  f"{time.perf_counter() - t:.1f} s")
+    return d, nc
 
 
 def allowance(metric: str, reference: float, target: float | None) -> tuple[float, str]:
@@ -123,7 +173,8 @@ def gate(ev: dict, max_drop: float | None, target: float | None) -> GateResult:
     table ``ev`` ({label: AccuracyRow})."""
     metric = "map" if ev[UNPRUNED].map is not None else "agreement"
     name = "mAP@.5:.95" if metric == "map" else "teacher agreement (AP@.5)"
-    finals = [k for k in INT8.values() if k in ev] or [FP32 if FP32 in ev else UNPRUNED]
+    finals = [ENGINE_ROW] if ENGINE_ROW in ev else [k for k in INT8.values() if k in ev] or [
+        FP32 if FP32 in ev else UNPRUNED]
     final = min(finals, key=lambda k: ev[k].score(metric))
     ref, last = ev[UNPRUNED].score(metric), ev[final].score(metric)
     fp32 = ev.get(FP32, ev[UNPRUNED]).score(metric)

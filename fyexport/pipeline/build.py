@@ -31,7 +31,7 @@ from ..prune import PruneConfig
 from ..quantize import ARTIFACTS, CalibrationConfig
 from ..recover import RecoverConfig
 from ..trt.engine import EngineConfig
-from .accuracy import AccuracyRow, GateResult, gate_failure_line, gate_line
+from .accuracy import ENGINE_ROW, AccuracyRow, GateResult, gate, gate_failure_line, gate_line
 from .manifest import Manifest, StageRecord
 
 AUTO_EXCLUDE_PRUNED = 4  # sensitive scale groups kept in float when pruning (benchmarks/README.md, INT8)
@@ -129,6 +129,7 @@ class _Flow:
     onnx_sha: str = ""
     engine: Path | None = None
     table: dict | None = None  # the accuracy table: label -> AccuracyRow
+    table_key: str = ""  # what the table was measured on (the engine's row joins it)
     gate: GateResult | None = None
 
 
@@ -409,35 +410,57 @@ class Build:
         def run():
             r = build_engine(src, self.path(ENGINE), o.engine)
             e = r.meta.engine
-            return {"int8_layers": e.int8_layers, "layers": e.layers, "tensorrt": e.tensorrt, "gpu": e.gpu}
+            return {"int8_layers": e.int8_layers, "layers": e.layers, "tensorrt": e.tensorrt, "gpu": e.gpu,
+                    "accuracy": self._engine_accuracy().to_dict()}
 
-        self.stage("engine", {"onnx": sha256_file(src), "precision": o.engine.precision, "trt": tensorrt_version(),
-                              "gpu": gpu_facts(with_driver=False).get("gpu"), "workspace": o.engine.workspace_gib},
-                   {"engine": ENGINE, "engine_json": sidecar_path(ENGINE).name}, run)
+        info = self.stage("engine", {"onnx": sha256_file(src), "precision": o.engine.precision,
+                                     "trt": tensorrt_version(), "gpu": gpu_facts(with_driver=False).get("gpu"),
+                                     "workspace": o.engine.workspace_gib, "table": self.flow.table_key},
+                          {"engine": ENGINE, "engine_json": sidecar_path(ENGINE).name}, run).info
         f.engine = self.path(ENGINE)
+        f.table[ENGINE_ROW] = AccuracyRow.from_dict(info["accuracy"])  # the gate now judges the engine itself
+        f.gate = gate(f.table, o.max_map_drop, o.recover.target if o.recovers else None)
+        G_LOGGER.info(gate_line(f.gate) + (" -> passed" if f.gate.passed else " -> FAILED"))
+
+    def _engine_accuracy(self) -> AccuracyRow:
+        """The engine's row of the accuracy table, on the table's images, by TensorRT."""
+        from .accuracy import UNPRUNED, measure, sources
+
+        _, holdout, spec = self.heldout()
+        dev = _device(self.o.device)
+        rows = sources({UNPRUNED: self._baseline_onnx(), ENGINE_ROW: self.path(ENGINE)}, {UNPRUNED: self.o.weights},
+                       dev)
+        return measure(rows, spec, holdout, self.o.eval_images, self.hw)[ENGINE_ROW]
+
+    def _baseline_onnx(self) -> Path:
+        from ..bench.plan import baseline_onnx
+
+        return self.path(MODEL_ONNX) if not self.o.pruning else baseline_onnx(self.o.weights, self.out / "bench",
+                                                                               self.hw)
 
     def evaluate(self) -> None:
         """Accuracy of the unpruned FP32, the pruned FP32 and the INT8 models side by side
         (labelled mAP with --data, teacher agreement always), and the gate: the final model
         against the unpruned FP32 model."""
-        from .accuracy import candidates, gate, measure
+        from .accuracy import FP32, UNPRUNED, candidates, measure, sources
 
         o = self.o
         models = candidates(self.out, o.engine.precision, o.pruning, self.path(MODEL_ONNX), ARTIFACTS)
         _, holdout, spec = self.heldout()
-        hw = self.hw
+        dev = _device(o.device)
+        checkpoints = {UNPRUNED: o.weights} | ({FP32: self.flow.model_file} if o.pruning else {})
 
         def run():
-            from ..bench.plan import baseline_onnx
-
-            paths = {k: (baseline_onnx(o.weights, self.out / "bench", hw) if v is None else v)
-                     for k, v in models.items()}
-            table = {k: row.to_dict() for k, row in measure(paths, spec, holdout, o.eval_images).items()}
+            paths = {k: (self._baseline_onnx() if v is None else v) for k, v in models.items()}
+            rows = measure(sources(paths, checkpoints, dev), spec, holdout, o.eval_images, self.hw)
+            table = {k: row.to_dict() for k, row in rows.items()}
             write_json(self.path("eval.json"), table)
             return table
 
         key = {k: sha256_file(v) if v is not None else self.w_sha for k, v in models.items()} | {
-            "data": self.data_sha, "n": o.eval_images, "holdout": [str(p) for p in holdout.images] if holdout else None}
+            "data": self.data_sha, "n": o.eval_images, "holdout": [str(p) for p in holdout.images] if holdout else None,
+            "device": "cuda" if dev.startswith("cuda") else "cpu"}
+        self.flow.table_key = sha256_json(key)
         info = self.stage("eval", key, {"eval": "eval.json"}, run).info
         self.flow.table = {k: AccuracyRow.from_dict(v) for k, v in info.items()}
         self.flow.gate = gate(self.flow.table, o.max_map_drop, o.recover.target if o.recovers else None)
