@@ -38,7 +38,7 @@ BENCH, BUILD, DEMO = Fields(BenchConfig), Fields(BuildConfig), Fields(DemoConfig
 @logging_options
 def bench(cfg, artifacts, baseline, json_out, plot_out):
     """Latency, throughput and accuracy of ARTIFACTS against the unpruned FP32 BASELINE."""
-    from ..bench import run as b
+    from .. import bench as b
     from ..core.artifacts import write_json
 
     report = b.run_bench(list(artifacts), baseline, cfg)
