@@ -14,9 +14,9 @@ What it is:
 
 * ``install(version, gpu=True, dla_cores=None)`` puts the stand-in of one release in
   ``sys.modules["tensorrt"]``, gives Polygraphy's CUDA wrapper (``polygraphy.cuda``, which loads
-  libcudart with ctypes) a CUDA runtime whose "device" memory is host memory, and makes fyexport see
-  a GPU (see :func:`install`).  ``python tests/trt_stand_in.py VERSION ARGS...`` installs it and runs
-  ``fyexport ARGS...`` in this process, so a user's path can be walked by hand.
+  libcudart with ctypes) a CUDA runtime whose "device" memory is host memory, through which
+  fyexport sees a GPU (see :func:`install`).  ``python tests/trt_stand_in.py VERSION ARGS...``
+  installs it and runs ``fyexport ARGS...`` in this process, so a user's path can be walked by hand.
 * The "plan" is a header, the build facts (JSON) and the ONNX bytes.  Engines run that ONNX on ONNX
   Runtime (CPU), with the NMS plugin and ONNX NonMaxSuppression computed here the way TensorRT
   does (``>=`` thresholds and zero padding in EfficientNMS_TRT; INMSLayer's per-image candidate
@@ -2875,40 +2875,8 @@ def _install_polygraphy_cuda(cuda: CudaRuntime, monkeypatch) -> None:
         _set(monkeypatch, util, "TRT_LOGGER", None)
 
 
-def _install_fyexport_gpu(trt, monkeypatch) -> None:
-    """Make today's fyexport see the stand-in's GPU.  fyexport.machine asks PyTorch (torch.cuda), which
-    cannot be given a GPU here; its two GPU facts are answered from the CUDA runtime instead, from the test
-    side.  (This bridge goes once fyexport asks the CUDA runtime itself; see the report of issue 23.)"""
-    for name in ("fyexport.machine", "fyexport.core.machine"):
-        try:
-            machine = __import__(name, fromlist=["_"])
-            break
-        except ImportError:
-            machine = None
-    if machine is None or not hasattr(machine, "gpu_facts"):
-        return
-    cuda = trt._stand_in.cuda
-    driver = machine.nvidia_driver
-
-    def cuda_available() -> bool:
-        n = ctypes.c_int()
-        return cuda.cudaGetDeviceCount(ctypes.byref(n)) == CUDA_SUCCESS and n.value > 0
-
-    def gpu_facts(with_driver: bool = True) -> dict:
-        out: dict = {}
-        if cuda_available():
-            name, cc = cuda.devices[cuda.current]
-            v = cuda.runtime_version
-            out = {"gpu": name, "compute_capability": f"{cc[0]}.{cc[1]}", "cuda": f"{v // 1000}.{(v % 1000) // 10}"}
-        if with_driver:
-            out["driver"] = driver()
-        return out
-
-    _set(monkeypatch, machine, "cuda_available", cuda_available)
-    _set(monkeypatch, machine, "gpu_facts", gpu_facts)
-
-
-def install(version: str, gpu: bool = True, dla_cores: int | None = None, monkeypatch=None, fyexport: bool = True):
+def install(version: str, gpu: bool = True, dla_cores: int | None = None, monkeypatch=None,
+            cuda: CudaRuntime | None = None):
     """Put the stand-in of TensorRT ``version`` (a release of the matrix, '10.3' ... '11.1', or its full
     version string) in ``sys.modules['tensorrt']`` and return it.
 
@@ -2916,19 +2884,19 @@ def install(version: str, gpu: bool = True, dla_cores: int | None = None, monkey
       one, ``trt.Builder`` and ``trt.Runtime`` fail as TensorRT does (TypeError after a CUDA
       initialization failure).
     * ``dla_cores``: DLA cores (10.3 only: Jetson; default 2 there, 0 elsewhere).
-    * Polygraphy's CUDA wrapper gets the stand-in's CUDA runtime (device memory, streams), and
-      fyexport's GPU facts come from it (``fyexport=False`` leaves fyexport.machine alone).
+    * ``cuda``: the CUDA runtime to use (e.g. one with several GPUs); default: one GPU, or none.
+    * Polygraphy's CUDA wrapper gets the stand-in's CUDA runtime (device memory, streams, events,
+      the device queries), which is where fyexport asks for its GPU facts too: fyexport sees the
+      stand-in's GPU through its normal path, nothing of fyexport is patched.
     * ``monkeypatch`` (pytest's fixture): everything is undone after the test; without it the changes
       stay for the process (the script).
     """
-    trt = make_module(version, gpu, dla_cores)
+    trt = make_module(version, gpu, dla_cores, cuda)
     if monkeypatch is not None:
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
     else:
         sys.modules["tensorrt"] = trt
     _install_polygraphy_cuda(trt._stand_in.cuda, monkeypatch)
-    if fyexport:
-        _install_fyexport_gpu(trt, monkeypatch)
     return trt
 
 
@@ -2963,7 +2931,6 @@ def main(argv=None) -> int:
     root = str(Path(__file__).resolve().parents[1])
     if root not in sys.path:
         sys.path.insert(0, root)
-    _install_fyexport_gpu(sys.modules["tensorrt"], None)
     from fyexport.cli import main as fyexport_main
 
     return fyexport_main(args)
