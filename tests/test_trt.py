@@ -702,3 +702,126 @@ def test_real_engine_matches_onnxruntime(precision, artifacts, tmp_path):
     ref = _ort(src, x)[0]
     tol = 1e-2 if precision == "fp32" else 0.05
     assert np.abs(y[..., 4:] - ref[..., 4:]).max() < tol
+
+
+# -- NMS: the project's, ONNX NonMaxSuppression (ONNX Runtime and INMSLayer), EfficientNMS_TRT ----------------
+
+def _nms_tail(path, kind: str, rows: int, nc: int, conf: float, iou: float, topk: int):
+    """A graph from raw decoded rows ``raw`` [B, N, 5+nc] to fyexport's end-to-end NMS of ``kind``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from fyexport.core.meta import NmsConfig
+    from fyexport.onnx.nms import append_nms
+
+    shape = ["batch", rows, 5 + nc]
+    g = helper.make_graph([helper.make_node("Identity", ["raw"], ["output"], name="id")], "tail",
+                          [helper.make_tensor_value_info("raw", TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(append_nms(m, NmsConfig(kind, conf, iou, topk), nc), str(path))
+    return path
+
+
+def _all_nms(raw, tmp_path, monkeypatch, version, conf, iou, topk) -> dict:
+    """Per image (n, 6) detections of the same raw rows by the project's NMS, ONNX NMS on ONNX
+    Runtime, ONNX NMS on TensorRT (INMSLayer) and EfficientNMS_TRT on TensorRT."""
+    import onnxruntime as ort
+    from polygraphy.backend.trt import EngineFromPath, TrtRunner
+
+    from fyexport.evaluation.nms import non_max_suppression
+    from fyexport.onnx.nms import detections_from_outputs
+    from fyexport.trt.engine import EngineConfig, build_engine
+
+    install(monkeypatch, version)
+    rows, nc, out = raw.shape[1], raw.shape[2] - 5, {}
+    out["project"] = non_max_suppression(raw, conf, iou, max_det=topk)
+    onnx_tail = _nms_tail(tmp_path / "onnx.onnx", "onnx", rows, nc, conf, iou, topk)
+    sess = ort.InferenceSession(str(onnx_tail), providers=["CPUExecutionProvider"])
+    out["onnxruntime"] = detections_from_outputs(dict(zip([o.name for o in sess.get_outputs()],
+                                                          sess.run(None, {"raw": raw}))))
+    for kind in ("onnx", "trt-plugin"):
+        src = onnx_tail if kind == "onnx" else _nms_tail(tmp_path / "plug.onnx", kind, rows, nc, conf, iou, topk)
+        eng = tmp_path / f"{kind}.engine"
+        build_engine(src, eng, EngineConfig(max_batch=len(raw)))
+        with TrtRunner(EngineFromPath(str(eng))) as r:
+            out[f"tensorrt {kind}"] = detections_from_outputs(r.infer({"raw": raw}))
+    return out
+
+
+def _same(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(x.shape == y.shape and np.allclose(x, y, atol=1e-4) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("version", ("10.16", "11.1"))
+def test_the_nms_options_agree_with_the_projects_nms(version, artifacts, tmp_path, monkeypatch):
+    """The same raw outputs of the tiny model on real images: the project's NMS, ONNX
+    NonMaxSuppression on ONNX Runtime and as TensorRT's INMSLayer, and EfficientNMS_TRT give the
+    same detections (before, EfficientNMS_TRT kept a box once per class above the threshold and
+    used >= where the project uses >)."""
+    raw = _ort(artifacts / "dyn.onnx", _images(artifacts, 4))[0]
+    for conf, iou in ((0.25, 0.45), (0.05, 0.6)):
+        got = _all_nms(raw, tmp_path, monkeypatch, version, conf, iou, 100)
+        assert sum(len(d) for d in got["project"]) > 8
+        for name, dets in got.items():
+            assert _same(dets, got["project"]), (conf, iou, name)
+
+
+def test_tensorrt_nms_considers_5000_candidates(tmp_path, monkeypatch):
+    """TensorRT's INMSLayer and EfficientNMS_TRT look at the 5000 best candidates per image
+    (NvInfer.h INMSLayer; efficientNMSPlugin.cpp numSelectedBoxes), the project's NMS at 30000
+    and ONNX Runtime at all: with 5000 overlapping high-scoring boxes before 1000 separate lower
+    ones, TensorRT keeps one box where the others keep 100."""
+    n_dup, n_sep = 5000, 1000
+    raw = np.zeros((1, n_dup + n_sep, 7), np.float32)
+    raw[0, :n_dup, :4] = (30, 30, 40, 40)
+    raw[0, :n_dup, 4] = np.linspace(0.9, 0.5, n_dup)
+    raw[0, :n_dup, 5] = 1.0
+    i = np.arange(n_sep)
+    raw[0, n_dup:, 0], raw[0, n_dup:, 1], raw[0, n_dup:, 2:4] = (i % 40) * 20 + 10, (i // 40) * 20 + 10, 10
+    raw[0, n_dup:, 4] = np.linspace(0.45, 0.3, n_sep)
+    raw[0, n_dup:, 6] = 1.0
+    got = _all_nms(raw, tmp_path, monkeypatch, "11.1", 0.25, 0.45, 100)
+    assert len(got["project"][0]) == len(got["onnxruntime"][0]) == 100
+    assert _same(got["onnxruntime"], got["project"])
+    assert len(got["tensorrt onnx"][0]) == len(got["tensorrt trt-plugin"][0]) == 1
+
+
+def test_topk_is_at_most_tensorrts_limit(tmp_path):
+    """Defect 10: --topk above 3840 was accepted and the engine build failed late (ITopKLayer
+    takes K <= 3840)."""
+    from fyexport.core.config import ConfigError
+    from fyexport.core.meta import NmsConfig
+
+    with pytest.raises(ConfigError, match="at most 3840"):
+        NmsConfig(topk=3841).validate()
+    NmsConfig(topk=3840).validate()
+    proc = run_cli("export", TINY, "-o", tmp_path / "m.onnx", "--nms", "--topk", "4000", "--img-size", "64")
+    assert proc.returncode == 2 and "--topk must be at most 3840" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("version", ("10.16", "11.1"))
+def test_plugin_nms_export_fp16_and_int8_engines(version, artifacts, tmp_path, monkeypatch):
+    """Defect 2: an FP16 engine of a --nms trt-plugin export failed in ONNX's version converter
+    ("No Op registered for EfficientNMS_TRT"), and calibrate on such an export failed in ONNX
+    Runtime (NOT_IMPLEMENTED).  Now both build, and the Q/DQ engine keeps the plugin NMS; the CPU
+    Q/DQ model gets the same NMS as ONNX NonMaxSuppression."""
+    import onnx
+
+    from fyexport.onnx.facts import read_meta
+    from fyexport.quantize import calibrate
+    from fyexport.runners.trt import TrtRunner
+    from fyexport.trt.engine import EngineConfig, build_engine
+
+    install(monkeypatch, version)
+    build_engine(artifacts / "plug.onnx", tmp_path / "h.engine", EngineConfig(precision="fp16", max_batch=2))
+    calibrate(artifacts / "plug.onnx", artifacts / "data/images/train", tmp_path / "cal", num_images=8, batch=4,
+              bias_correction=0)
+    cpu = onnx.load(str(tmp_path / "cal/model.qdq.cpu.onnx"))
+    assert "NonMaxSuppression" in {n.op_type for n in cpu.graph.node} and read_meta(cpu).nms.kind == "onnx"
+    build_engine(tmp_path / "cal/model.qdq.fp16.onnx", tmp_path / "q.engine", EngineConfig(max_batch=2))
+    x = _images(artifacts, 2)
+    for eng in ("h.engine", "q.engine"):
+        with TrtRunner(tmp_path / eng) as r:
+            assert r.info.has_graph_nms and r.run_all(x)["num_dets"].sum() > 0, eng

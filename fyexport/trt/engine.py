@@ -188,6 +188,9 @@ def batch_profile(cfg: EngineConfig, facts) -> dict | None:
     """{min, opt, max} input shapes of a dynamic-batch ONNX's profile; None for a static batch
     (then batch settings other than that batch are refused)."""
     dims = [d or -1 for d in facts.input.dims]
+    if -1 in dims[1:]:
+        raise InputError(f"input '{facts.input.name}' has the shape {dims}: fyexport builds engines with only the "
+                         "batch dynamic", "Export with a fixed input size ('fyexport export --img-size N')")
     if dims[0] != -1:
         asked = {getattr(cfg, n) for n in BATCH_FIELDS} - {None}
         if asked - {dims[0]}:
