@@ -157,7 +157,7 @@ def build_engine(onnx_path, engine_path, cfg: EngineConfig) -> EngineResult:
     plugins = sorted({n.op_type for n in proto.graph.node if n.op_type.endswith("_TRT")})
     cache = TimingCache(trt, cfg)
     try:
-        data = _build(trt, prec, cfg, facts.input.name, profile, cache, plugins)
+        data = _build(trt, prec, cfg, facts.input, profile, cache, plugins)
         calibration = None
         if prec.calibration is not None:
             from .calibrator import finish
@@ -325,9 +325,10 @@ class TimingCache:
         self.load = self.out = None
 
 
-def _build(trt, prec: _Precision, cfg: EngineConfig, input_name: str, profile, cache: TimingCache,
+def _build(trt, prec: _Precision, cfg: EngineConfig, image_input, profile, cache: TimingCache,
            plugins: list) -> bytes:
-    """The serialized engine, built by Polygraphy."""
+    """The serialized engine, built by Polygraphy (a static input gets its own shape as profile,
+    which Polygraphy would otherwise fill in with a warning)."""
     from polygraphy.backend.trt import (
         CreateConfig,
         EngineBytesFromNetwork,
@@ -337,7 +338,9 @@ def _build(trt, prec: _Precision, cfg: EngineConfig, input_name: str, profile, c
     )
 
     cal = prec.calibration
-    profiles = [Profile().add(input_name, profile["min"], profile["opt"], profile["max"])] if profile else None
+    input_name = image_input.name
+    shapes = (profile["min"], profile["opt"], profile["max"]) if profile else (list(image_input.dims),) * 3
+    profiles = [Profile().add(input_name, *shapes)]
     config = CreateConfig(
         tf32=True, fp16=prec.fp16, int8=prec.int8, profiles=profiles, calibrator=cal.calibrator if cal else None,
         load_timing_cache=cache.load, builder_optimization_level=int(cfg.optimization_level),
