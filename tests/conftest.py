@@ -95,4 +95,4 @@ def shapes_small(tmp_path_factory):
     return _make_shapes(root, 8, 16)
 
 
-from trt_fixtures import artifacts, fake_trt, warned  # noqa: E402,F401  (shared by the TensorRT tests)
+from trt_fixtures import artifacts, stand_in, warned  # noqa: E402,F401  (shared by the TensorRT tests)

@@ -1,11 +1,13 @@
 """Triton: a model repository for a built engine (config.pbtxt checked against Triton's
-ModelConfig fields, the plan, the batch range), built on the TensorRT stand-in."""
+ModelConfig fields, the plan, the batch range), engines built on the TensorRT stand-in of each
+release (tests/trt_stand_in.py)."""
 from __future__ import annotations
 
 import pytest
+from trt_fixtures import RELEASES, install
 
 
-def test_triton_max_batch_must_fit_the_profile(fake_trt, artifacts, tmp_path):
+def test_triton_max_batch_must_fit_the_profile(stand_in, artifacts, tmp_path):
     from fyexport.core.errors import InputError
     from fyexport.deploy.triton import write_repository
     from fyexport.trt.engine import EngineConfig, build_engine
@@ -21,10 +23,12 @@ def test_triton_max_batch_must_fit_the_profile(fake_trt, artifacts, tmp_path):
         write_repository(tmp_path / "b.engine", tmp_path / "repo2")
 
 
-def test_triton_repository(fake_trt, artifacts, tmp_path):
+@pytest.mark.parametrize("version", RELEASES)
+def test_triton_repository(version, artifacts, tmp_path, monkeypatch):
     from fyexport.deploy.triton import write_repository
     from fyexport.trt.engine import EngineConfig, build_engine
 
+    install(monkeypatch, version)
     build_engine(artifacts / "dyn.onnx", tmp_path / "m.engine", EngineConfig(precision="fp32", max_batch=8))
     model_dir = write_repository(tmp_path / "m.engine", tmp_path / "repo", name="yolov7")
     assert (model_dir / "1/model.plan").read_bytes() == (tmp_path / "m.engine").read_bytes()
@@ -34,6 +38,20 @@ def test_triton_repository(fake_trt, artifacts, tmp_path):
     assert cfg["input"][0]["name"] == "images" and cfg["input"][0]["dims"] == [3, 256, 256]
     assert cfg["output"][0]["name"] == "output" and cfg["output"][0]["dims"] == [4032, 10]
     assert cfg["output"][0]["data_type"] == "TYPE_FP32" and "dynamic_batching" in cfg
+
+
+@pytest.mark.parametrize("version", ("10.3", "11.1"))
+def test_triton_repository_of_an_nms_engine(version, artifacts, tmp_path, monkeypatch):
+    """An engine ending in ONNX NMS (INMSLayer): Triton's outputs are the four NMS tensors."""
+    from fyexport.deploy.triton import write_repository
+    from fyexport.trt.engine import EngineConfig, build_engine
+
+    install(monkeypatch, version)
+    build_engine(artifacts / "onnxnms.onnx", tmp_path / "n.engine", EngineConfig(max_batch=4))
+    cfg = parse_pbtxt((write_repository(tmp_path / "n.engine", tmp_path / "repo") / "config.pbtxt").read_text())
+    check_triton_config(cfg)
+    assert [o["name"] for o in cfg["output"]] == ["num_dets", "det_boxes", "det_scores", "det_classes"]
+    assert cfg["output"][1]["dims"] == [100, 4] and cfg["output"][3]["data_type"] == "TYPE_INT32"
 
 
 MODEL_CONFIG_FIELDS = {"name", "platform", "backend", "runtime", "version_policy", "max_batch_size", "input",

@@ -218,7 +218,10 @@ size_t tensorBytes(nvinfer1::DataType type, size_t count) {
         case nvinfer1::DataType::kBF16: return 2 * count;
         case nvinfer1::DataType::kINT64: return 8 * count;
         case nvinfer1::DataType::kINT4:
-        case nvinfer1::DataType::kFP4: return (count + 1) / 2;
+#if NV_TENSORRT_MAJOR > 10 || NV_TENSORRT_MINOR >= 8  // kFP4 exists from TensorRT 10.8 (not in JetPack 6's 10.3)
+        case nvinfer1::DataType::kFP4:
+#endif
+            return (count + 1) / 2;
         default: return count;  // kINT8, kUINT8, kBOOL, kFP8 (and kE8M0 from 10.12)
     }
 }

@@ -72,7 +72,9 @@ def _bench_target(t: Target, ctx: _Context, bar) -> list:
     from ..runners import open_runner
 
     path = materialise_baseline(t, ctx.baseline, ctx.work, ctx.hw, ctx.dev, max(ctx.o.batches))
-    runner = open_runner(path, runtime=t.runtime, device=ctx.dev, precision=t.precision, mode=t.mode,
+    # engines run on the GPU whatever PyTorch sees (a CPU build of PyTorch next to a GPU: JetPack)
+    dev = "cuda" if t.runtime == "tensorrt" and not ctx.dev.startswith("cuda") else ctx.dev
+    runner = open_runner(path, runtime=t.runtime, device=dev, precision=t.precision, mode=t.mode,
                          channels_last=t.channels_last, img_size=ctx.hw)
     with runner:
         info = runner.info
@@ -101,7 +103,7 @@ def _time_batch(runner, t: Target, ctx: _Context, b: int, meta: dict, name: str)
     runner.infer(x)  # first run outside the clock (lazy init, graph capture)
     comp = Stats.of(timed_loop(runner.compute_fn(x), o.warmup, o.duration))
     host = None
-    if ctx.dev.startswith("cuda") and info.runtime != "onnxruntime":
+    if info.device.startswith("cuda") and info.runtime != "onnxruntime":
         def host_fn():
             t0 = time.perf_counter()
             runner.infer(x)

@@ -29,6 +29,10 @@ ENGINE, TRITON, DEEPSTREAM = Fields(EngineConfig), Fields(TritonConfig), Fields(
 @ENGINE.option("calibrator", "--calibrator", type=click.Choice(CALIBRATORS),
                help="qdq: explicit Q/DQ from 'fyexport calibrate'; trt-entropy: TensorRT 10's own calibrator.")
 @ENGINE.option("calib_images", "--images", type=click.Path(), help="Calibration images for --calibrator trt-entropy.")
+@ENGINE.option("dla_core", "--dla-core", type=int,
+               help="Build for this DLA core (Jetson, TensorRT 10.3-10.7 or 11.4+): INT8 or FP16 only, one batch size.")
+@ENGINE.option("gpu_fallback", "--gpu-fallback/--no-gpu-fallback",
+               help="With --dla-core: layers DLA cannot run go to the GPU (off: such a build is refused).")
 @click.option("--triton-repo", type=click.Path(), help="Also write a Triton model repository here.")
 @logging_options
 def engine(cfg, model, output, batch, triton_repo):

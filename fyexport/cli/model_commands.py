@@ -47,10 +47,11 @@ def info(cfg_, target, cfg, nc, as_json):
 @EXPORT.option("dynamic_batch", "--dynamic-batch", is_flag=True, help="Symbolic batch axis.")
 @EXPORT.option("simplify", "--simplify/--no-simplify", help="Simplify with onnxsim (checked against the original).")
 @click.option("--nms", "nms", type=click.Choice(NMS_KINDS), flag_value="onnx", is_flag=False,
-              help="Append NMS: standard ONNX NonMaxSuppression (default) or EfficientNMS_TRT.")
+              help="Append NMS: standard ONNX NonMaxSuppression (default; TensorRT's INMSLayer, dynamic batch) or "
+                   "trt-plugin: EfficientNMS_TRT (deprecated, as in TensorRT 10.12+).")
 @EXPORT.option("nms.conf_thres", "--conf-thres", help="NMS score threshold.")
 @EXPORT.option("nms.iou_thres", "--iou-thres", help="NMS IoU threshold.")
-@EXPORT.option("nms.topk", "--topk", help="NMS detections kept per image.")
+@EXPORT.option("nms.topk", "--topk", help="NMS detections kept per image (at most 3840: TensorRT's TopK).")
 @logging_options
 def export(cfg, weights, output, nms):
     """Export WEIGHTS to ONNX (decoded output [B,N,5+nc], opset 17, onnxsim-simplified)."""

@@ -2,9 +2,11 @@
 
 The one home for them: recovery asks for cores and native bfloat16, the benchmark and the
 engine sidecar record the GPU and driver, the build asks whether TensorRT can run here,
-and every stage resolves ``--device`` here.  Nothing here raises but ``resolve_device``
-(a device that is not on this machine): a fact that cannot be read is ``None`` (or a safe
-default).
+and every stage resolves ``--device`` here.  GPU facts come from the CUDA runtime (libcudart
+through Polygraphy's ``polygraphy.cuda`` wrapper), not from PyTorch, which can be a CPU build
+next to a GPU (JetPack); PyTorch answers only where no CUDA runtime loads.  Nothing here raises
+but ``resolve_device`` and ``select_gpu`` (a device that is not on this machine): a fact that
+cannot be read is ``None`` (or a safe default).
 """
 from __future__ import annotations
 
@@ -69,7 +71,46 @@ def nvidia_driver() -> str | None:
         return None
 
 
+def cuda_runtime():
+    """The CUDA runtime (libcudart, loaded by Polygraphy's ``polygraphy.cuda`` wrapper, which
+    the TensorRT extra installs), or None where it cannot be loaded.  GPU facts come from it
+    rather than from PyTorch, which may be a CPU build on a machine with a GPU (JetPack)."""
+    try:
+        import polygraphy.cuda.cuda as pcuda
+        from polygraphy.logger import G_LOGGER as PG_LOGGER
+    except ImportError:
+        return None
+    if pcuda.G_CUDA is None:
+        if _NO_CUDART:
+            return None
+        try:
+            with PG_LOGGER.verbosity(PG_LOGGER.CRITICAL + 1):  # its search is not our user's business
+                pcuda.wrapper()
+        except OSError:  # no libcudart here
+            _NO_CUDART.append(True)
+            return None
+    return pcuda.G_CUDA.handle
+
+
+_NO_CUDART: list = []  # [True] once libcudart failed to load (it is looked for once per process)
+_CUDA_ATTR_CC_MAJOR, _CUDA_ATTR_CC_MINOR = 75, 76  # cudaDevAttrComputeCapabilityMajor / Minor
+
+
+def gpu_count() -> int:
+    """CUDA devices the CUDA runtime sees (0 without a GPU or a loadable runtime)."""
+    import ctypes
+
+    rt = cuda_runtime()
+    if rt is None:
+        return 0
+    n = ctypes.c_int(0)
+    return int(n.value) if rt.cudaGetDeviceCount(ctypes.byref(n)) == 0 else 0
+
+
 def cuda_available() -> bool:
+    """A CUDA GPU is visible: asked of the CUDA runtime, else (no runtime loadable) of PyTorch."""
+    if cuda_runtime() is not None:
+        return gpu_count() > 0
     try:
         import torch
 
@@ -78,17 +119,74 @@ def cuda_available() -> bool:
         return False
 
 
-def gpu_facts(with_driver: bool = True) -> dict:
-    """{gpu, compute_capability, cuda[, driver]} of GPU 0 as PyTorch sees it ({} without one)."""
+def device_index(device: str | None) -> int:
+    """The GPU index of a device string (``cuda`` and ``auto``: 0, ``cuda:N``: N)."""
+    if device and device.startswith("cuda:"):
+        try:
+            return int(device.split(":", 1)[1])
+        except ValueError:
+            raise ConfigError("device", f"must be cuda or cuda:N, got {device!r}")
+    return 0
+
+
+def select_gpu(index: int) -> None:
+    """Make GPU ``index`` the CUDA runtime's current device (TensorRT builds and runs there)."""
+    n = gpu_count()
+    if not 0 <= index < n:
+        raise ConfigError("device", f"cuda:{index} is not a GPU here ({n} visible)",
+                          "Use cuda:0" + (f" to cuda:{n - 1}" if n > 1 else "") if n else "Use a machine with a GPU")
+    if cuda_runtime().cudaSetDevice(int(index)) != 0:
+        raise ConfigError("device", f"the CUDA runtime refused GPU {index}")
+
+
+def _cuda_version(value: int) -> str:
+    return f"{value // 1000}.{(value % 1000) // 10}"
+
+
+def gpu_facts(with_driver: bool = True, index: int = 0) -> dict:
+    """{gpu, compute_capability, cuda[, driver]} of GPU ``index`` as the CUDA runtime sees it
+    (PyTorch where no runtime loads; {} without a GPU).  ``driver`` is nvidia-smi's driver
+    version, or on machines without nvidia-smi (Jetson) the CUDA driver API version."""
+    import ctypes
+
     out: dict = {}
-    if cuda_available():
+    rt = cuda_runtime()
+    if rt is not None and index < gpu_count():
+        major, minor, rv = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
+        rt.cudaDeviceGetAttribute(ctypes.byref(major), _CUDA_ATTR_CC_MAJOR, index)
+        rt.cudaDeviceGetAttribute(ctypes.byref(minor), _CUDA_ATTR_CC_MINOR, index)
+        rt.cudaRuntimeGetVersion(ctypes.byref(rv))
+        out = {"gpu": _device_name(rt, index), "compute_capability": f"{major.value}.{minor.value}",
+               "cuda": _cuda_version(rv.value)}
+    elif rt is None and cuda_available():
         import torch
 
-        p = torch.cuda.get_device_properties(0)
+        p = torch.cuda.get_device_properties(index)
         out = {"gpu": p.name, "compute_capability": f"{p.major}.{p.minor}", "cuda": torch.version.cuda}
     if with_driver:
-        out["driver"] = nvidia_driver()
+        out["driver"] = nvidia_driver() or _cuda_driver(rt)
     return out
+
+
+def _device_name(rt, index: int) -> str | None:
+    """cudaDeviceProp.name (its first member, char[256]); the struct is read into a buffer
+    larger than any CUDA release's cudaDeviceProp."""
+    import ctypes
+
+    buf = ctypes.create_string_buffer(8192)
+    fn = getattr(rt, "cudaGetDeviceProperties_v2", None) or rt.cudaGetDeviceProperties
+    if fn(buf, index) != 0:
+        return None
+    return buf.raw[:256].split(b"\0", 1)[0].decode(errors="replace")
+
+
+def _cuda_driver(rt) -> str | None:
+    import ctypes
+
+    if rt is None:
+        return None
+    v = ctypes.c_int(0)
+    return f"CUDA {_cuda_version(v.value)}" if rt.cudaDriverGetVersion(ctypes.byref(v)) == 0 and v.value else None
 
 
 def tensorrt_version() -> str | None:
@@ -125,11 +223,13 @@ def machine_info() -> dict:
         except ImportError:
             info[mod] = None
     if cuda_available():
+        info.update(gpu_facts())
+    if info["torch"] is not None:
         import torch
 
-        info.update(gpu_facts())
-        info["cudnn"] = torch.backends.cudnn.version()
-        info["tf32_conv"] = bool(torch.backends.cudnn.allow_tf32)
+        if torch.cuda.is_available():
+            info["cudnn"] = torch.backends.cudnn.version()
+            info["tf32_conv"] = bool(torch.backends.cudnn.allow_tf32)
     return info
 
 

@@ -19,13 +19,14 @@ from .errors import InputError
 
 SCHEMA = 1
 NMS_KINDS = ("onnx", "trt-plugin")
+MAX_TOPK = 3840  # TensorRT's TopK takes K <= 3840 (NvInfer.h ITopKLayer::setK, 10.3-11.1)
 
 
 @dataclass(frozen=True)
 class NmsConfig:
     """End-to-end NMS appended to an exported graph (and recorded in its metadata)."""
 
-    kind: str = "onnx"  # onnx: the standard NonMaxSuppression op | trt-plugin: EfficientNMS_TRT
+    kind: str = "onnx"  # onnx: the standard NonMaxSuppression op | trt-plugin: EfficientNMS_TRT (deprecated)
     conf_thres: float = 0.25
     iou_thres: float = 0.45
     topk: int = 100
@@ -35,6 +36,7 @@ class NmsConfig:
         require(0 <= self.conf_thres < 1, "conf_thres", f"must be in [0, 1), got {self.conf_thres}")
         require(0 < self.iou_thres <= 1, "iou_thres", f"must be in (0, 1], got {self.iou_thres}")
         require(self.topk >= 1, "topk", f"must be >= 1, got {self.topk}")
+        require(self.topk <= MAX_TOPK, "topk", f"must be at most {MAX_TOPK} (TensorRT's TopK limit), got {self.topk}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -145,6 +145,10 @@ def export_onnx(model, path, cfg: ExportConfig | None = None, **fields) -> Expor
     if nms is not None:
         from .nms import append_nms
 
+        if nms.kind == "trt-plugin":
+            G_LOGGER.warning("EfficientNMS_TRT is deprecated since TensorRT 10.12 (its plugin README) and runs on "
+                             "TensorRT only; the default ONNX NonMaxSuppression runs on TensorRT (INMSLayer) and ONNX "
+                             "Runtime alike ('fyexport export --nms onnx')", once=True)
         proto = append_nms(proto, nms, nc=m.nc)
         meta = meta.with_(nms=nms.to_dict())
     write_meta(proto, meta)

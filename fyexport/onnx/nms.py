@@ -7,8 +7,18 @@ dense [batch, selected] score matrix, so it works with a dynamic batch.  It mirr
 :func:`fyexport.evaluation.nms.non_max_suppression`: score = obj*cls, best class per box,
 class-aware suppression through a ``class * 4096`` box offset.
 
-``trt-plugin``: the same four outputs from TensorRT's ``EfficientNMS_TRT`` plugin (needs
-TensorRT's plugin library; ONNX Runtime cannot run it).
+``trt-plugin`` (deprecated, like the plugin itself since TensorRT 10.12): the same four
+outputs from TensorRT's ``EfficientNMS_TRT`` plugin (needs TensorRT's plugin library; ONNX
+Runtime cannot run it), given the same candidates: each box with its best class only (the
+other classes' scores zeroed), and thresholds nudged to the next float32 so that the kernel's
+``score >= t`` and ``IoU >= t`` mean the project's ``score > t`` and ``IoU > t``.
+
+Where the three can still differ (tests/test_trt.py compares them on the same raw outputs):
+TensorRT's INMSLayer and EfficientNMS_TRT consider at most the 5000 best candidates per
+image (2000 on SM 5.3/6.2) where the project's NMS takes 30000 and ONNX Runtime's
+NonMaxSuppression all of them: with a low score threshold at 640 (25200 rows) they can keep
+different boxes.  IoUs are computed in float32 on the GPU and in float64 here, so a pair at
+exactly the threshold can go either way, and equal scores can come out in another order.
 """
 from __future__ import annotations
 
@@ -55,10 +65,11 @@ def append_nms(proto, cfg: NmsConfig, nc: int):
     b = _Nodes()
     _scores_and_boxes(b, nc)
     if cfg.kind == "trt-plugin":
+        _best_class_only(b, nc)
         b.nodes.append(helper.make_node(
-            "EfficientNMS_TRT", ["nms_boxes", "nms_scores"], list(NMS_OUTPUTS), name="batched_nms",
-            background_class=-1, box_coding=0, iou_threshold=float(cfg.iou_thres), max_output_boxes=int(cfg.topk),
-            plugin_version="1", score_activation=0, score_threshold=float(cfg.conf_thres)))
+            "EfficientNMS_TRT", ["nms_boxes", "nms_scores_best"], list(NMS_OUTPUTS), name="batched_nms",
+            background_class=-1, box_coding=0, iou_threshold=_above(cfg.iou_thres), max_output_boxes=int(cfg.topk),
+            plugin_version="1", score_activation=0, score_threshold=_above(cfg.conf_thres)))
     else:
         _select(b, int(cfg.topk), float(cfg.iou_thres), float(cfg.conf_thres))
         _dense_topk(b, int(cfg.topk))
@@ -100,6 +111,23 @@ def _scores_and_boxes(b: _Nodes, nc: int) -> None:
     b.node("Sub", ["nms_cxcy", "nms_hwh"], ["nms_x1y1"])
     b.node("Add", ["nms_cxcy", "nms_hwh"], ["nms_x2y2"])
     b.node("Concat", ["nms_x1y1", "nms_x2y2"], ["nms_boxes"], axis=2)
+
+
+def _above(t: float) -> float:
+    """The next float32 above ``t``: EfficientNMS_TRT keeps ``score >= threshold`` and suppresses
+    ``IoU >= threshold`` (efficientNMSInference.cu), the project ``score > t`` and ``IoU > t``."""
+    return float(np.nextafter(np.float32(t), np.float32(np.inf)))
+
+
+def _best_class_only(b: _Nodes, nc: int) -> None:
+    """``nms_scores_best``: the scores with every class but each box's best zeroed, so that
+    EfficientNMS_TRT (which takes every box and class above the threshold) sees the project's
+    candidates (one class per box)."""
+    b.node("ArgMax", ["nms_scores"], ["nms_best_cls"], axis=2, keepdims=0)
+    b.const("nms_depth", np.array([nc], np.int64))
+    b.const("nms_onehot_values", np.array([0.0, 1.0], np.float32))
+    b.node("OneHot", ["nms_best_cls", "nms_depth", "nms_onehot_values"], ["nms_best_mask"], axis=-1)
+    b.node("Mul", ["nms_scores", "nms_best_mask"], ["nms_scores_best"])
 
 
 def _select(b: _Nodes, topk: int, iou: float, conf: float) -> None:
@@ -231,3 +259,59 @@ def graph_nms_note(runner) -> str:
     fixed = f" (score > {s.conf_thres}, IoU {s.iou_thres}, at most {s.topk} per image)" if s else ""
     return (f"{runner.info.path}: evaluated through the NMS in its graph{fixed}: those thresholds, fixed at "
             "export, bound the mAP (`conf` and `iou` do not apply; export without NMS for the reference figure)")
+
+
+def plugin_ops(proto) -> list:
+    """The TensorRT plugin ops of a graph (``EfficientNMS_TRT``...): ONNX Runtime cannot run them."""
+    import onnx
+
+    return sorted({n.op_type for n in proto.graph.node if not onnx.defs.has(n.op_type, n.domain or "")})
+
+
+def strip_nms(proto):
+    """The graph up to its decoded ``output`` (a graph that ends in NMS without it), for the
+    work ONNX Runtime does on a model whose NMS it cannot run (the EfficientNMS_TRT plugin)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = proto.graph
+    producer = {o: n for n in g.node for o in n.output}
+    if "output" not in producer:
+        raise InputError("the graph has no decoded 'output' before its NMS", "Export it with 'fyexport export'")
+    keep, stack = set(), ["output"]
+    while stack:
+        n = producer.get(stack.pop())
+        if n is not None and n.name not in keep:
+            keep.add(n.name)
+            stack.extend(i for i in n.input if i)
+    m = onnx.ModelProto()
+    m.CopyFrom(proto)
+    used = {i for n in g.node if n.name in keep for i in n.input}
+    nodes = [n for n in m.graph.node if n.name in keep]
+    inits = [i for i in m.graph.initializer if i.name in used]
+    batch = g.input[0].type.tensor_type.shape.dim[0]
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch.dim_param or batch.dim_value or None,
+                                                                      None, None])
+    for field, items in ((m.graph.node, nodes), (m.graph.initializer, inits), (m.graph.output, [out])):
+        del field[:]
+        field.extend(items)
+    del m.graph.value_info[:]
+    return m
+
+
+def reattach_nms(model, original):
+    """``model`` (made from :func:`strip_nms`'s graph, its ``output`` unchanged) with the NMS of
+    ``original`` appended again: the nodes after ``output``, their initializers and outputs."""
+    import onnx
+
+    body = {n.name for n in strip_nms(original).graph.node}
+    tail = [n for n in original.graph.node if n.name not in body]
+    used = {i for n in tail for i in n.input}
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {i.name for i in m.graph.initializer}
+    m.graph.node.extend(tail)
+    m.graph.initializer.extend(i for i in original.graph.initializer if i.name in used and i.name not in have)
+    del m.graph.output[:]
+    m.graph.output.extend(original.graph.output)
+    return m

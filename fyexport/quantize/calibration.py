@@ -122,7 +122,7 @@ def calibrate(onnx_path, images, out_dir, options: CalibrationConfig | None = No
 
     o = replace(options or CalibrationConfig(), **overrides)
     o.validate()
-    proto, plan = _plan(onnx_path, o.exclude)
+    full, proto, plan = _plan(onnx_path, o.exclude)
     imgs = images if isinstance(images, ImageSet) else select_images(images, o.num_images, o.seed)
     if len(imgs.paths) < MIN_RECOMMENDED:
         G_LOGGER.warning(f"{imgs.root}: {len(imgs.paths)} calibration images; TensorRT guidance is at least "
@@ -138,7 +138,8 @@ def calibrate(onnx_path, images, out_dir, options: CalibrationConfig | None = No
     sensitivity = None
     if o.auto_exclude:
         plan, sensitivity = _auto_exclude(proto, plan, chosen, col.ranges, probe, o.auto_exclude, o.exclude)
-    files, info = _write_outputs(proto, plan, chosen, col, imgs, out_dir, o, onnx_path, model_sha)
+    files, info = _write_outputs(proto, plan, chosen, col, imgs, out_dir, o, onnx_path, model_sha,
+                                 full if full is not proto else None)
     info["sensitivity"] = sensitivity
     files["json"] = _write_calib_json(out_dir, info, plan, chosen, col, files)
     (out_dir / ".calib-state.json").unlink(missing_ok=True)
@@ -148,19 +149,28 @@ def calibrate(onnx_path, images, out_dir, options: CalibrationConfig | None = No
 
 
 def _plan(onnx_path, exclude):
+    """(the model, the graph calibration runs on ONNX Runtime, the Q/DQ plan).  A graph that ends
+    in a TensorRT plugin NMS (EfficientNMS_TRT, which ONNX Runtime cannot run) is calibrated up to
+    its decoded output, and the NMS is put back on the Q/DQ models (:func:`write_flavours`)."""
     from ..onnx.facts import check_onnx_file
+    from ..onnx.nms import plugin_ops, strip_nms
     from .graph import analyse
 
-    proto = check_onnx_file(onnx_path)
-    if any(n.op_type == "QuantizeLinear" for n in proto.graph.node):
+    full = check_onnx_file(onnx_path)
+    if any(n.op_type == "QuantizeLinear" for n in full.graph.node):
         raise InputError(f"{onnx_path}: already quantized", "Calibrate the FP32 ONNX from 'fyexport export'")
+    proto = full
+    if plugin_ops(full):
+        G_LOGGER.info(f"{onnx_path}: ends in {', '.join(plugin_ops(full))} (TensorRT only): calibrated up to its "
+                      "decoded output, the NMS is put back on the Q/DQ models")
+        proto = strip_nms(full)
     try:
         plan = analyse(proto, exclude)
     except Exception as e:  # noqa: BLE001 - a graph we do not understand
         raise InputError(f"{onnx_path}: cannot plan Q/DQ placement ({e})")
     if not plan.conv_nodes:
         raise InputError(f"{onnx_path}: no Conv left to quantize (check `exclude`)")
-    return proto, plan
+    return full, proto, plan
 
 
 def _statistics(proto, plan, imgs, out_dir: Path, model_sha: str, o: CalibrationConfig):
@@ -251,7 +261,7 @@ def _auto_exclude(proto, plan, chosen: _Amax, ranges, probe, k: int, exclude):
 
 
 def _write_outputs(proto, plan, chosen: _Amax, col, imgs, out_dir: Path, o: CalibrationConfig, onnx_path,
-                   model_sha: str):
+                   model_sha: str, full=None):
     """The cache and the Q/DQ models; returns (files, the calib.json record so far)."""
     from ..core.artifacts import recorded_path, sha256_file, write_text
     from ..data.images import PREPROCESSING
@@ -284,7 +294,7 @@ def _write_outputs(proto, plan, chosen: _Amax, col, imgs, out_dir: Path, o: Cali
                                    "method": "per-conv local mean output shift",
                                    "max_abs_shift": {fl: max((max(abs(v) for v in s) for s in d.values()), default=0.0)
                                                      for fl, d in shifts.items()}}
-    files.update(write_flavours(proto, plan, chosen, col.ranges, shifts, meta, out_dir, o.flavours))
+    files.update(write_flavours(proto, plan, chosen, col.ranges, shifts, meta, out_dir, o.flavours, full))
     return files, info
 
 
@@ -298,8 +308,11 @@ def _bias_shifts(proto, plan, chosen: _Amax, imgs, o: CalibrationConfig) -> tupl
     return {fl: local_shifts(proto, plan, chosen.amax, chosen.gmin, xs, fl) for fl in kinds}, len(xs)
 
 
-def write_flavours(proto, plan, chosen: _Amax, ranges, shifts: dict, meta, out_dir: Path, flavours) -> dict:
-    """Build, tag, check and write each Q/DQ flavour; {flavour: path}."""
+def write_flavours(proto, plan, chosen: _Amax, ranges, shifts: dict, meta, out_dir: Path, flavours,
+                   full=None) -> dict:
+    """Build, tag, check and write each Q/DQ flavour; {flavour: path}.  ``full``: the model whose
+    plugin NMS ``proto`` was cut from; the TensorRT flavours get it back, the CPU flavour (ONNX
+    Runtime) gets the same NMS as standard ONNX NonMaxSuppression."""
     import onnx
 
     from ..core.artifacts import atomic_path
@@ -309,19 +322,36 @@ def write_flavours(proto, plan, chosen: _Amax, ranges, shifts: dict, meta, out_d
     files, trt_model = {}, None
     for fl in flavours:
         if fl == "trt-fp16":
-            base = trt_model or build_qdq(proto, plan, chosen.amax, chosen.gmin, ranges, "trt", shifts.get("trt"))
-            qm = to_fp16(base, plan)
+            base = trt_model or _with_nms(build_qdq(proto, plan, chosen.amax, chosen.gmin, ranges, "trt",
+                                                    shifts.get("trt")), full, meta, "trt")[0]
+            qm, fl_meta = to_fp16(base, plan), meta
         else:
-            qm = build_qdq(proto, plan, chosen.amax, chosen.gmin, ranges, fl, shifts.get(fl))
+            qm, fl_meta = _with_nms(build_qdq(proto, plan, chosen.amax, chosen.gmin, ranges, fl, shifts.get(fl)),
+                                    full, meta, fl)
             trt_model = qm if fl == "trt" else trt_model
-        write_meta(qm, meta.with_(precision=FLAVOURS[fl].precision, flavour=fl))
-        onnx.checker.check_model(qm)
+        write_meta(qm, fl_meta.with_(precision=FLAVOURS[fl].precision, flavour=fl))
+        plugin = full is not None and fl != "cpu"
+        if not plugin:  # ONNX's checker and ONNX Runtime know no TensorRT plugin
+            onnx.checker.check_model(qm)
         path = out_dir / FLAVOURS[fl].file
         with atomic_path(path) as tmp:
             onnx.save(qm, str(tmp))
-        _check_loads(path)
+        _check_loads(path, qm if plugin else None)
         files[fl] = path
     return files
+
+
+def _with_nms(qm, full, meta, flavour: str):
+    """(the Q/DQ model with ``full``'s plugin NMS back, its metadata); for the CPU flavour the
+    NMS is ONNX NonMaxSuppression with the same settings.  Unchanged without ``full``."""
+    if full is None:
+        return qm, meta
+    from ..onnx.nms import append_nms, reattach_nms
+
+    if flavour != "cpu":
+        return reattach_nms(qm, full), meta
+    nms = replace(meta.nms, kind="onnx")
+    return append_nms(qm, nms, int(meta.nc)), meta.with_(nms=nms.to_dict())
 
 
 def _write_calib_json(out_dir: Path, info: dict, plan, chosen: _Amax, col, files: dict) -> Path:
@@ -362,10 +392,12 @@ def load_collected(path, key: str):
                      st.get("skipped_reasons", {}))
 
 
-def _check_loads(path) -> None:
+def _check_loads(path, plugin_model=None) -> None:
+    """ONNX Runtime loads what was written (a model with a TensorRT plugin: its graph up to the plugin's NMS)."""
     from ..onnx.facts import cpu_session
+    from ..onnx.nms import strip_nms
 
     try:
-        cpu_session(path)
+        cpu_session(path if plugin_model is None else strip_nms(plugin_model))
     except Exception as e:  # noqa: BLE001
         raise FyexportError(f"{path}: written but ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})")

@@ -295,12 +295,11 @@ def _insert_topologically(ed: _Editor, new_nodes) -> None:
 
 def to_fp16(qdq_proto, plan: Plan, opset: int = 19):
     """FP16 backbone (opset-19 Q/DQ with FP16 activation scales), FP32 decode and I/O."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    m = onnx.version_converter.convert_version(qdq_proto, opset) if _opset(qdq_proto) < opset else copy.deepcopy(
-        qdq_proto)
+    m = _convert_opset(qdq_proto, opset) if _opset(qdq_proto) < opset else copy.deepcopy(qdq_proto)
     g = m.graph
+    floats = _float_tensors(m)
     inits = {i.name: i for i in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
     region = set(plan.region)
@@ -338,7 +337,7 @@ def to_fp16(qdq_proto, plan: Plan, opset: int = 19):
     for n in decode_nodes:
         for k, i in enumerate(n.input):
             p = producer.get(i)
-            if p is not None and (p.name in region or _is_qdq_in_region(p, producer, region)):
+            if p is not None and (p.name in region or _is_qdq_in_region(p, producer, region)) and i in floats:
                 if i not in boundary:
                     boundary[i] = i + "_fp32"
                     new_nodes.append((i, helper.make_node("Cast", [i], [boundary[i]], name=i + "_Cast_fp32",
@@ -383,6 +382,54 @@ def _is_qdq_in_region(n, producer, region) -> bool:
         p = producer.get(src)
         depth += 1
     return p is None or p.name in region
+
+
+def _float_tensors(m) -> set:
+    """Names of the tensors that are (or may be) floating point: every tensor but those ONNX's
+    shape inference types as something else (the shapes and indices an unsimplified export
+    computes with Constant, Shape and Gather nodes stay what they are)."""
+    import onnx
+    from onnx import TensorProto
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(m)
+    except Exception:  # noqa: BLE001 - without inference every tensor counts as float (the old behaviour)
+        inferred = m
+    g = inferred.graph
+    typed = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.input) + list(g.output)}
+    for n in g.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            typed[n.output[0]] = n.attribute[0].t.data_type
+    ok = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
+    return {o for n in g.node for o in n.output if typed.get(o, TensorProto.FLOAT) in ok or not typed.get(o)}
+
+
+def _convert_opset(proto, opset: int):
+    """``proto`` at ``opset`` by ONNX's version converter, with the nodes it has no schema for
+    (TensorRT plugins such as EfficientNMS_TRT, in the default domain) set aside and put back:
+    the converter refuses a graph that contains them."""
+    import onnx
+    from onnx import helper
+
+    unknown = [n for n in proto.graph.node if not onnx.defs.has(n.op_type, n.domain or "")]
+    if not unknown:
+        return onnx.version_converter.convert_version(proto, opset)
+    m = copy.deepcopy(proto)
+    g = m.graph
+    made = {o for n in unknown for o in n.output}
+    kept = [n for n in g.node if n.op_type not in {u.op_type for u in unknown}]
+    outputs = list(g.output)
+    cut = sorted({i for n in unknown for i in n.input if i and i not in made})
+    del g.node[:]
+    g.node.extend(kept)
+    del g.output[:]
+    g.output.extend([o for o in outputs if o.name not in made] +
+                    [helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in cut])
+    c = onnx.version_converter.convert_version(m, opset)
+    del c.graph.output[:]
+    c.graph.output.extend(outputs)
+    c.graph.node.extend(copy.deepcopy(unknown))
+    return c
 
 
 def _opset(proto) -> int:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import InputError
+from ..core.errors import FyexportError, InputError
 from ..core.log import G_LOGGER
 from ..onnx.facts import check_onnx_file, image_input, onnx_precision, read_meta, session_options
 from .base import Runner, RunnerInfo
@@ -52,12 +52,20 @@ class OrtRunner(Runner):
                              "Build an engine with 'fyexport engine' and use that, or export with "
                              "'fyexport export --nms onnx' to run it on ONNX Runtime")
         providers = ["CPUExecutionProvider"]
-        if self.device.startswith("cuda"):
+        cuda = self.device.startswith("cuda")
+        if cuda:
+            from ..core.machine import device_index
+
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise InputError("onnxruntime has no CUDA provider here",
                                  "Install the [gpu] extra (onnxruntime-gpu) or use the cpu `device`")
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            providers = [("CUDAExecutionProvider", {"device_id": device_index(self.device)}), "CPUExecutionProvider"]
         self.sess = ort.InferenceSession(str(self.path), session_options(self.threads), providers=providers)
+        if cuda and self.sess.get_providers()[0] != "CUDAExecutionProvider":
+            # onnxruntime-gpu falls back to the CPU, silently, when CUDA or cuDNN cannot be loaded
+            raise FyexportError(f"{self.path}: ONNX Runtime could not start its CUDA provider on {self.device} "
+                                "(CUDA or cuDNN libraries missing or of another version?)",
+                                "Check onnxruntime-gpu's CUDA requirements, or use the cpu `device`")
         self.output_names = [o.name for o in self.sess.get_outputs()]
         G_LOGGER.debug(f"onnxruntime {ort.__version__} session on {self.sess.get_providers()[0]}")
 

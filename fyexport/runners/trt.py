@@ -1,31 +1,30 @@
-"""The TensorRT runner: runs ``.engine`` files.
+"""The TensorRT runner: runs ``.engine`` files on the GPU (and their DLA layers on the DLA core
+they were built for).
 
-I/O goes by tensor name (``num_io_tensors``, ``get_tensor_name``, ``set_input_shape``,
-``set_tensor_address``, ``execute_async_v3``): calls common to TensorRT 10 and 11.  Device
-memory and the one CUDA stream come from torch (a dependency anyway; no pycuda).  Before
-deserializing, TensorRT's plugins are registered (engines with ``EfficientNMS_TRT`` need
-them) and the sidecar ``<engine>.json`` is checked against this machine's TensorRT and GPU,
-because plans do not move between versions or GPU architectures.  TensorRT reports a
-refused shape or address by returning False, not by raising: every such call is checked,
-and a batch outside the engine's optimization profile is refused before it is tried.
+Device memory, the CUDA stream and the CUDA events that time the engine come from the CUDA
+runtime through Polygraphy's wrapper (``polygraphy.cuda``: ``DeviceArray``, ``Stream``, and
+libcudart's event calls), never from PyTorch, which may be a CPU build on a GPU machine
+(JetPack).  I/O goes by tensor name (``num_io_tensors``, ``set_input_shape``,
+``set_tensor_address``, ``execute_async_v3``): calls common to TensorRT 10 and 11, and the
+input is given in the engine's own input data type.  Before deserializing, the GPU asked for
+(``cuda:N``) is made current, the sidecar ``<engine>.json`` is checked against this machine's
+TensorRT and that GPU (plans do not move between versions or GPU architectures), and
+TensorRT's plugins are registered (engines with ``EfficientNMS_TRT`` need them).  TensorRT
+reports a refused shape or address by returning False, not by raising: every such call is
+checked, and the base runner never sends a batch outside the engine's profile.
 """
 from __future__ import annotations
 
+import ctypes
 from typing import Callable
 
 import numpy as np
 
 from ..core.config import ConfigError
 from ..core.errors import FyexportError, InputError
-from ..trt import import_trt, init_plugins, make_logger
+from ..trt import dla_supported, import_trt, init_plugins, polygraphy_logs, trt_logger
 from ..trt.sidecar import check_compatible, read_sidecar
 from .base import Runner, RunnerInfo
-
-
-def _torch_dtype(np_dtype):
-    import torch
-
-    return torch.from_numpy(np.empty(0, dtype=np_dtype)).dtype
 
 
 class TrtRunner(Runner):
@@ -42,38 +41,61 @@ class TrtRunner(Runner):
             path=str(path), runtime="tensorrt", precision=self.meta.precision or "?", device=self.device,
             input_hw=tuple(img) if img and None not in img else (0, 0),
             batch=None if (shape[0] in (None, -1)) else int(shape[0]), nc=int(self.meta.nc or 0),
-            names=list(self.meta.names), size_mb=round(self.path.stat().st_size / 1e6, 2), prune=self.meta.prune,
+            names=list(self.meta.names or ()), size_mb=round(self.path.stat().st_size / 1e6, 2), prune=self.meta.prune,
             graph_nms=self.meta.nms, meta=self.meta,
         )
+        self._buffers: dict = {}
+        self._events: list = []
+        self.stream = None
 
     def _load(self) -> None:
-        import torch
+        from ..core.machine import device_index, gpu_count, gpu_facts, select_gpu
 
         onnx_facts = (self.meta.engine.onnx if self.meta.engine else None) or {}
         trt = import_trt(onnx_hint=onnx_facts.get("file", "model.onnx"))
-        fake = bool(getattr(trt, "__fyexport_fake__", False))
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise InputError(f"{self.path}: TensorRT engines need an NVIDIA GPU, and none is visible here")
-        if self.device == "cpu" and not fake:
-            raise ConfigError("device", "is the cpu, but TensorRT runs on the GPU", "Use the cuda device")
-        e = self.meta.engine
-        check_compatible(self.meta, trt, self.path,
-                         gpu={"gpu": e.gpu, "compute_capability": e.compute_capability} if fake and e else None)
+        if not self.device.startswith("cuda"):
+            raise ConfigError("device", f"is {self.device}, but TensorRT engines run on the GPU", "Use cuda or cuda:N")
+        if gpu_count() == 0:
+            raise InputError(f"{self.path}: TensorRT engines need an NVIDIA GPU, and the CUDA runtime sees none here")
+        index = device_index(self.device)
+        select_gpu(index)
+        check_compatible(self.meta, trt, self.path, gpu=gpu_facts(with_driver=False, index=index))
         self.trt = trt
-        self.logger = make_logger(trt)
-        init_plugins(trt)  # an engine with EfficientNMS_TRT deserializes only with the plugin registered
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            raise FyexportError(f"{self.path}: TensorRT could not deserialize the engine (its log above says why)",
-                                self._deserialize_hint())
-        self.context = self.engine.create_execution_context()
+        with polygraphy_logs(f"{self.path}: TensorRT could not load the engine", self._deserialize_hint()) as errors:
+            init_plugins(trt)  # an engine with EfficientNMS_TRT deserializes only with the plugin registered
+            self.runtime = trt.Runtime(trt_logger())
+            self._set_dla_core(trt)
+            self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+            if self.engine is None:
+                raise FyexportError(f"{self.path}: TensorRT could not deserialize the engine"
+                                    + (f" ({' | '.join(errors)})" if errors else ""), self._deserialize_hint())
+            self.context = self.engine.create_execution_context()
+            if self.context is None:
+                raise FyexportError(f"{self.path}: TensorRT could not create an execution context"
+                                    + (f" ({' | '.join(errors)})" if errors else " (out of device memory?)"))
+        self._io(trt)
+
+    def _set_dla_core(self, trt) -> None:
+        """An engine built for a DLA core runs on that core (the sidecar's ``dla_core``)."""
+        core = self.meta.engine.dla_core if self.meta.engine else None
+        if core is None:
+            return
+        cores = self.runtime.num_DLA_cores
+        if not dla_supported(trt) or core >= cores:
+            raise InputError(f"{self.path}: built for DLA core {core}, and this machine has "
+                             f"{cores or 'no'} DLA core(s) under TensorRT {trt.__version__}",
+                             "Run it on the Jetson it was built for, or rebuild without a DLA core")
+        self.runtime.DLA_core = int(core)
+
+    def _io(self, trt) -> None:
+        from polygraphy import cuda
+
         self.inputs, self.outputs = [], []
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
-            mode = self.engine.get_tensor_mode(name)
-            dtype = trt.nptype(self.engine.get_tensor_dtype(name))
-            (self.inputs if mode == trt.TensorIOMode.INPUT else self.outputs).append((name, dtype))
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            (self.inputs if is_input else self.outputs).append((name, dtype))
         if len(self.inputs) != 1:
             raise InputError(f"{self.path}: expected one image input, found {len(self.inputs)}")
         in_name = self.inputs[0][0]
@@ -83,8 +105,7 @@ class TrtRunner(Runner):
         self.info.batch = None if shape[0] == -1 else int(shape[0])
         self.info.batch_range = self._profile_batches(in_name, shape)
         self.info.outputs = tuple(name for name, _ in self.outputs)
-        self.stream = torch.cuda.Stream() if self.device.startswith("cuda") else None
-        self._staged: dict = {}
+        self.stream = cuda.Stream()
 
     def _deserialize_hint(self) -> str:
         cmd = (self.meta.engine.build_command if self.meta.engine else None) or \
@@ -101,50 +122,54 @@ class TrtRunner(Runner):
         lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
         return int(lo[0]), int(hi[0])
 
-    def _handle(self) -> int:
-        return int(self.stream.cuda_stream) if self.stream is not None else 0
+    def _buffer(self, name: str, shape: tuple, dtype):
+        """The device buffer of tensor ``name``, (re)allocated to ``shape``."""
+        from polygraphy import cuda
 
-    def _bind(self, x_dev):
-        """Set shapes and addresses for an input already on the device; returns output tensors."""
-        import torch
+        buf = self._buffers.get(name)
+        if buf is None:
+            buf = self._buffers[name] = cuda.DeviceArray(shape, dtype)
+        return buf.resize(tuple(int(d) for d in shape))
 
-        in_name = self.inputs[0][0]
+    def _bind(self, x: np.ndarray) -> dict:
+        """Copy the batch to the device in the engine's input type, set its shape and every
+        address; returns {output: device buffer}."""
+        in_name, in_dtype = self.inputs[0]
         lo, hi = self.info.batch_range
-        b = int(x_dev.shape[0])
+        b = int(x.shape[0])
         if not lo <= b <= hi:
-            raise InputError(f"{self.path}: batch {b} is outside the engine's profile (batch {lo} to {hi})",
-                             "Run batches in that range, or rebuild the engine "
-                             "('fyexport engine ... --min-batch N --max-batch M')")
-        if not self.context.set_input_shape(in_name, tuple(x_dev.shape)):
-            raise FyexportError(f"{self.path}: TensorRT refused input shape {tuple(x_dev.shape)} for '{in_name}'")
-        self._set_address(in_name, x_dev)
+            raise InputError(f"{self.path}: batch {b} is outside the engine's profile (batch {lo} to {hi})")
+        if not self.context.set_input_shape(in_name, tuple(x.shape)):
+            raise FyexportError(f"{self.path}: TensorRT refused input shape {tuple(x.shape)} for '{in_name}'")
+        host = np.ascontiguousarray(x, dtype=in_dtype)
+        self._set_address(in_name, self._buffer(in_name, host.shape, in_dtype).copy_from(host, self.stream))
         outs = {}
         for name, dtype in self.outputs:
             shape = tuple(self.context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
                 raise FyexportError(f"{self.path}: TensorRT left output '{name}' without a shape ({list(shape)})")
-            t = torch.empty(shape, dtype=_torch_dtype(dtype), device=self.device)
-            self._set_address(name, t)
-            outs[name] = t
+            outs[name] = self._buffer(name, shape, dtype)
+            self._set_address(name, outs[name])
         return outs
 
-    def _set_address(self, name: str, t) -> None:
-        if not self.context.set_tensor_address(name, int(t.data_ptr())):
+    def _set_address(self, name: str, buf) -> None:
+        if not self.context.set_tensor_address(name, int(buf.ptr)):
             raise FyexportError(f"{self.path}: TensorRT refused the address of tensor '{name}'")
 
-    def _execute(self) -> None:
-        if not self.context.execute_async_v3(self._handle()):
-            raise FyexportError(f"{self.path}: TensorRT execution failed")
-        if self.stream is not None:
-            self.stream.synchronize()
+    def _enqueue(self) -> None:
+        with polygraphy_logs(f"{self.path}: TensorRT execution failed") as errors:
+            if not self.context.execute_async_v3(self.stream.ptr):
+                raise FyexportError(f"{self.path}: TensorRT execution failed"
+                                    + (f" ({' | '.join(errors)})" if errors else ""))
 
     def _run_all(self, x: np.ndarray) -> dict:
-        import torch
-
-        x_dev = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
-        outs = self._bind(x_dev)
-        self._execute()
-        return {k: v.cpu().numpy() for k, v in outs.items()}
+        outs = self._bind(x)
+        self._enqueue()
+        host = {name: np.empty(buf.shape, dtype) for (name, dtype), buf in zip(self.outputs, outs.values())}
+        for name, buf in outs.items():
+            buf.copy_to(host[name], self.stream)
+        self.stream.synchronize()
+        return host
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         outs = self._run_all(x)
@@ -152,24 +177,46 @@ class TrtRunner(Runner):
         return outs[name].astype(np.float32, copy=False)
 
     def compute_fn(self, x: np.ndarray) -> Callable[[], float]:
-        import torch
+        """One inference on an input staged on the device, timed by CUDA events on the stream."""
+        from ..core.machine import cuda_runtime
 
-        x_dev = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
-        self._staged = {"x": x_dev, "outs": self._bind(x_dev)}
-        if self.stream is None:
-            return super().compute_fn(x)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        self._bind(np.ascontiguousarray(x, np.float32))
+        self.stream.synchronize()
+        rt = cuda_runtime()
+        start, end = self._event(rt), self._event(rt)
+        ms = ctypes.c_float(0.0)
+        stream = ctypes.c_void_p(self.stream.ptr)
 
         def timed() -> float:
-            start.record(self.stream)
-            if not self.context.execute_async_v3(self._handle()):
-                raise FyexportError(f"{self.path}: TensorRT execution failed")
-            end.record(self.stream)
-            end.synchronize()
-            return start.elapsed_time(end)
+            _check(rt.cudaEventRecord(start, stream), "cudaEventRecord")
+            self._enqueue()
+            _check(rt.cudaEventRecord(end, stream), "cudaEventRecord")
+            _check(rt.cudaEventSynchronize(end), "cudaEventSynchronize")
+            _check(rt.cudaEventElapsedTime(ctypes.byref(ms), start, end), "cudaEventElapsedTime")
+            return float(ms.value)
 
         return timed
 
+    def _event(self, rt):
+        ev = ctypes.c_void_p()
+        _check(rt.cudaEventCreate(ctypes.byref(ev)), "cudaEventCreate")
+        self._events.append(ev)
+        return ev
+
     def _close(self) -> None:
-        self._staged = {}
+        from ..core.machine import cuda_runtime
+
+        rt = cuda_runtime()
+        for ev in self._events:
+            rt.cudaEventDestroy(ev)
+        for buf in self._buffers.values():
+            buf.free()
+        if self.stream is not None:
+            self.stream.free()
+        self._events, self._buffers, self.stream = [], {}, None
         self.context = self.engine = self.runtime = None
+
+
+def _check(status: int, call: str) -> None:
+    if status != 0:
+        raise FyexportError(f"CUDA runtime error {status} in {call}")
