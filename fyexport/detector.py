@@ -56,13 +56,18 @@ class Detector:
         self.close()
 
     def __call__(self, source):
-        from .data.images import prepare, scale_boxes
+        from .data.images import BadImage, prepare, scale_boxes
         from .onnx.nms import runner_detections
 
         imgs, single = as_images(source)
         if not imgs:
             return []
-        preps = [prepare(im, self.input_hw) for im in imgs]
+        preps = []
+        for i, (im, name) in enumerate(imgs):
+            try:
+                preps.append(prepare(im, self.input_hw))
+            except BadImage as e:  # a side that shrinks to nothing at the input size
+                raise InputError(f"{name or f'image {i}'}: cannot use this image ({e})")
         dets = runner_detections(self.runner, np.stack([p.tensor for p in preps]), self.conf, self.iou,
                                  max_det=self.max_det, classes=self.classes)
         res = []
@@ -74,14 +79,16 @@ class Detector:
 
 
 def as_images(source) -> tuple[list, bool]:
-    """(upright HxWx3 BGR uint8 images, whether ``source`` was one image) from a path, a PIL
-    image, an array (HxW grayscale, HxWx1/3/4 BGR(A), or an NxHxWxC stack) or a list of them."""
+    """([(upright HxWx3 BGR uint8 image, its path or None)], whether ``source`` was one image)
+    from a path, a PIL image, an array (HxW grayscale, HxWx1/3/4 BGR(A), or an NxHxWxC stack)
+    or a list of them."""
     from PIL import Image
 
     single = isinstance(source, (str, Path, Image.Image)) or not hasattr(source, "__iter__") or \
         (isinstance(source, np.ndarray) and source.ndim in (2, 3))
     items = [source] if single else list(source)
-    return [_as_image(it, i) for i, it in enumerate(items)], single
+    return [(_as_image(it, i), str(it) if isinstance(it, (str, Path)) else None) for i, it in enumerate(items)], \
+        single
 
 
 def _as_image(item, i: int) -> np.ndarray:
@@ -111,12 +118,15 @@ def _as_image(item, i: int) -> np.ndarray:
 
 
 def _from_pil(im) -> np.ndarray:
-    """A PIL image, turned upright by its EXIF orientation, as BGR uint8."""
+    """A PIL image, turned upright by its EXIF orientation, as BGR uint8: the pixels reading
+    its file by path gives.  Grayscale modes of more than 8 bits ("I;16", "I;16B", "I", "F")
+    go through their samples, as OpenCV decodes the file (``convert("RGB")`` would clip them
+    to 255: a 16-bit image became white); colour modes through RGB."""
     from PIL import ImageOps
 
     from .data.images import to_bgr8
 
     im = ImageOps.exif_transpose(im)
-    if im.mode == "L":
+    if im.mode in ("L", "I", "F") or im.mode.startswith("I;16"):
         return to_bgr8(np.asarray(im))
     return to_bgr8(np.ascontiguousarray(np.asarray(im.convert("RGB"))[:, :, ::-1]))
