@@ -59,15 +59,16 @@ class Detector:
         from .data.images import BadImage, prepare, scale_boxes
         from .onnx.nms import runner_detections
 
-        imgs, single = as_images(source)
-        if not imgs:
+        items, single = _items(source)
+        if not items:
             return []
         preps = []
-        for i, (im, name) in enumerate(imgs):
+        for i, it in enumerate(items):
             try:
-                preps.append(prepare(im, self.input_hw))
+                preps.append(prepare(_as_image(it, i), self.input_hw))
             except BadImage as e:  # a side that shrinks to nothing at the input size
-                raise InputError(f"{name or f'image {i}'}: cannot use this image ({e})")
+                raise InputError(f"{it if isinstance(it, (str, Path)) else f'image {i}'}: cannot use this image "
+                                 f"({e})")
         dets = runner_detections(self.runner, np.stack([p.tensor for p in preps]), self.conf, self.iou,
                                  max_det=self.max_det, classes=self.classes)
         res = []
@@ -79,16 +80,19 @@ class Detector:
 
 
 def as_images(source) -> tuple[list, bool]:
-    """([(upright HxWx3 BGR uint8 image, its path or None)], whether ``source`` was one image)
-    from a path, a PIL image, an array (HxW grayscale, HxWx1/3/4 BGR(A), or an NxHxWxC stack)
-    or a list of them."""
+    """(upright HxWx3 BGR uint8 images, whether ``source`` was one image) from a path, a PIL
+    image, an array (HxW grayscale, HxWx1/3/4 BGR(A), or an NxHxWxC stack) or a list of them."""
+    items, single = _items(source)
+    return [_as_image(it, i) for i, it in enumerate(items)], single
+
+
+def _items(source) -> tuple[list, bool]:
+    """(the images in ``source``, not yet read; whether it was one image)."""
     from PIL import Image
 
     single = isinstance(source, (str, Path, Image.Image)) or not hasattr(source, "__iter__") or \
         (isinstance(source, np.ndarray) and source.ndim in (2, 3))
-    items = [source] if single else list(source)
-    return [(_as_image(it, i), str(it) if isinstance(it, (str, Path)) else None) for i, it in enumerate(items)], \
-        single
+    return ([source] if single else list(source)), single
 
 
 def _as_image(item, i: int) -> np.ndarray:

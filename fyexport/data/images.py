@@ -196,10 +196,14 @@ def read_image(path) -> np.ndarray:
     if _looks_truncated(data, p.suffix.lower()):
         raise BadImage("truncated")
     buf = np.frombuffer(data, np.uint8)
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # the skip is reported once, by the caller
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as e:  # a header OpenCV refuses outright (absurd dimensions, ...)
         raise BadImage("not a decodable image", str(e).strip().splitlines()[-1][:200])
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if img is None or img.size == 0:
         raise BadImage("not a decodable image")
     return to_bgr8(apply_orientation(img, exif_orientation(data)))
