@@ -56,13 +56,19 @@ class Detector:
         self.close()
 
     def __call__(self, source):
-        from .data.images import prepare, scale_boxes
+        from .data.images import BadImage, prepare, scale_boxes
         from .onnx.nms import runner_detections
 
-        imgs, single = as_images(source)
-        if not imgs:
+        items, single = _items(source)
+        if not items:
             return []
-        preps = [prepare(im, self.input_hw) for im in imgs]
+        preps = []
+        for i, it in enumerate(items):
+            try:
+                preps.append(prepare(_as_image(it, i), self.input_hw))
+            except BadImage as e:  # a side that shrinks to nothing at the input size
+                raise InputError(f"{it if isinstance(it, (str, Path)) else f'image {i}'}: cannot use this image "
+                                 f"({e})")
         dets = runner_detections(self.runner, np.stack([p.tensor for p in preps]), self.conf, self.iou,
                                  max_det=self.max_det, classes=self.classes)
         res = []
@@ -76,12 +82,17 @@ class Detector:
 def as_images(source) -> tuple[list, bool]:
     """(upright HxWx3 BGR uint8 images, whether ``source`` was one image) from a path, a PIL
     image, an array (HxW grayscale, HxWx1/3/4 BGR(A), or an NxHxWxC stack) or a list of them."""
+    items, single = _items(source)
+    return [_as_image(it, i) for i, it in enumerate(items)], single
+
+
+def _items(source) -> tuple[list, bool]:
+    """(the images in ``source``, not yet read; whether it was one image)."""
     from PIL import Image
 
     single = isinstance(source, (str, Path, Image.Image)) or not hasattr(source, "__iter__") or \
         (isinstance(source, np.ndarray) and source.ndim in (2, 3))
-    items = [source] if single else list(source)
-    return [_as_image(it, i) for i, it in enumerate(items)], single
+    return ([source] if single else list(source)), single
 
 
 def _as_image(item, i: int) -> np.ndarray:
@@ -111,12 +122,15 @@ def _as_image(item, i: int) -> np.ndarray:
 
 
 def _from_pil(im) -> np.ndarray:
-    """A PIL image, turned upright by its EXIF orientation, as BGR uint8."""
+    """A PIL image, turned upright by its EXIF orientation, as BGR uint8: the pixels reading
+    its file by path gives.  Grayscale modes of more than 8 bits ("I;16", "I;16B", "I", "F")
+    go through their samples, as OpenCV decodes the file (``convert("RGB")`` would clip them
+    to 255: a 16-bit image became white); colour modes through RGB."""
     from PIL import ImageOps
 
     from .data.images import to_bgr8
 
     im = ImageOps.exif_transpose(im)
-    if im.mode == "L":
+    if im.mode in ("L", "I", "F") or im.mode.startswith("I;16"):
         return to_bgr8(np.asarray(im))
     return to_bgr8(np.ascontiguousarray(np.asarray(im.convert("RGB"))[:, :, ::-1]))

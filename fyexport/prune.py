@@ -11,6 +11,7 @@ so tensor-core kernels stay fed.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -118,15 +119,8 @@ def prune(model, cfg: PruneConfig | None = None, taylor_batches=None):
     for p in m.parameters():
         p.requires_grad_(True)
     head = m.head
-    ignored = list(head.m) + list(getattr(head, "m2", []))
-    ignored_names = [n for n, mod in m.named_modules() if any(mod is x for x in ignored)]
-    if cfg.ignore:
-        rx = re.compile(cfg.ignore)
-        extra = [(n, mod) for n, mod in m.named_modules() if isinstance(mod, torch.nn.Conv2d) and rx.search(n)]
-        if not extra:
-            G_LOGGER.warning(f"ignore {cfg.ignore!r} matched no conv layer")
-        ignored += [mod for _, mod in extra]
-        ignored_names += [n for n, _ in extra]
+    ignored, ignored_names = _ignored(m, cfg, warn=True)
+    _check_widths(m, cfg, ignored)
     unwrapped = []
     for mod in m.modules():
         if type(mod).__name__ in ("ImplicitA", "ImplicitM"):
@@ -151,9 +145,10 @@ def prune(model, cfg: PruneConfig | None = None, taylor_batches=None):
         p.requires_grad_(False)
     m.eval()
     macs1, params1 = _deployed_counts(m, count_size)
-    if macs1 >= macs0:
-        raise InputError("pruning removed nothing",
-                         "Check the layers left unpruned (ignore); every prunable layer may be excluded")
+    if macs1 >= macs0:  # what _check_widths cannot foresee (global pruning, coupled layers)
+        raise InputError(f"pruning {ratio:g} removed nothing: Torch-Pruning found no layer it could narrow"
+                         + (f" (`ignore` {cfg.ignore!r} leaves {len(ignored)} layers whole)" if cfg.ignore else ""),
+                         "Try a lower `ratio`" + (" or a narrower `ignore`" if cfg.ignore else ""))
     after = {n: mod.out_channels for n, mod in m.named_modules() if isinstance(mod, torch.nn.Conv2d)}
     res = PruneResult(ratio=ratio, importance=importance, round_to=round_to or None, global_pruning=global_pruning,
                       fused=bool(fuse), count_size=count_size, macs_before=macs0, macs_after=macs1,
@@ -161,6 +156,66 @@ def prune(model, cfg: PruneConfig | None = None, taylor_batches=None):
                       widths={n: [before[n], after[n]] for n in before if n in after})
     m.meta = m.meta.with_(prune=res.to_dict()).without("recover")
     return m, res
+
+
+def _ignored(m, cfg: PruneConfig, warn: bool = False) -> tuple[list, list]:
+    """(modules, names) left unpruned: the head's output convs and the convs ``ignore`` matches."""
+    import torch
+
+    head = m.head
+    ignored = list(head.m) + list(getattr(head, "m2", []))
+    names = [n for n, mod in m.named_modules() if any(mod is x for x in ignored)]
+    if cfg.ignore:
+        rx = re.compile(cfg.ignore)
+        extra = [(n, mod) for n, mod in m.named_modules() if isinstance(mod, torch.nn.Conv2d) and rx.search(n)]
+        if not extra and warn:
+            G_LOGGER.warning(f"ignore {cfg.ignore!r} matched no conv layer")
+        ignored += [mod for _, mod in extra]
+        names += [n for n, _ in extra]
+    return ignored, names
+
+
+def kept_channels(channels: int, ratio: float, round_to: int) -> int:
+    """The out channels Torch-Pruning keeps of a layer pruned locally at ``ratio``:
+    ``int(channels * (1 - ratio))`` rounded down to a multiple of ``round_to``.  At 0 it
+    leaves the layer whole instead (a layer is never emptied)."""
+    kept = int(channels * (1 - ratio))
+    return kept - kept % round_to if round_to else kept
+
+
+def _check_widths(m, cfg: PruneConfig, ignored: list) -> None:
+    """Refuse a ``ratio`` at which no layer can be narrowed, naming why and the highest ratio
+    that prunes; warn when it leaves some layers whole (a higher ratio can then prune less:
+    0.97 leaves the 32- to 256-channel layers of yolov7-tiny whole, 0.9 narrows them)."""
+    import torch
+
+    widths = [mod.out_channels for mod in m.modules()
+              if isinstance(mod, torch.nn.Conv2d) and not any(mod is x for x in ignored) and mod.out_channels > 1]
+    if not widths:
+        raise ConfigError("ignore", "leaves no conv layer to prune")
+    if cfg.global_pruning:
+        return  # one threshold over every layer: _prune's own check tells
+    k = max(cfg.round_to, 1)
+    whole = [c for c in widths if kept_channels(c, cfg.ratio, cfg.round_to) == 0]
+    if len(whole) == len(widths):
+        c = max(widths)
+        top = math.floor((1 - k / c) * 1000) / 1000
+        kept = int(c * (1 - cfg.ratio))
+        raise ConfigError("ratio", f"{cfg.ratio:g} prunes nothing: the widest layer ({c} channels) would keep "
+                          + (f"{kept}, fewer than `round_to` ({k}), and every other layer fewer still" if k > 1
+                             else "no channel, nor would any other")
+                          + "; Torch-Pruning leaves such a layer whole rather than empty it",
+                          f"Use a ratio of at most {top:g}" + (" or a smaller `round_to`" if k > 1 else ""))
+    if whole:
+        G_LOGGER.warning(f"ratio {cfg.ratio:g} leaves {len(whole)} of {len(widths)} conv layers whole: they would keep "
+                         + (f"fewer than round_to = {k} channels" if k > 1 else "no channel")
+                         + ", and a layer is never emptied (so a higher ratio can prune less)")
+
+
+def check_ratio(model, cfg: PruneConfig) -> None:
+    """:func:`prune`'s refusal of a ratio that cannot prune ``model`` (a :class:`ConfigError`),
+    without pruning: for a caller that must refuse before any work."""
+    _check_widths(model, cfg, _ignored(model, cfg)[0])
 
 
 def _deployed_counts(m, count_size) -> tuple[int, int]:

@@ -494,7 +494,10 @@ def test_12_build_output_inside_the_calibration_folder_is_not_an_input(calib_dir
     shutil.copytree(calib_dir, calib)
     out = calib / "build"
     out.mkdir()
-    shutil.copy(PHOTO, out / "bench.png")  # what an earlier build (with bench) left there
+    from fyexport.pipeline.manifest import Manifest
+
+    Manifest(out, "fyexport build ...", {}, "x").save("done")  # what an earlier build (with bench) left there
+    shutil.copy(PHOTO, out / "bench.png")
     first = run_cli("build", "--weights", TINY, "--calib", calib, "-o", out, *BUILD)
     assert first.returncode == 0, first.stderr
     assert json.loads((out / "calib.json").read_text())["images"]["found"] == 8
@@ -556,3 +559,529 @@ def test_14_onnx_and_calibration_written_in_two_folders_have_the_same_bytes(tiny
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     info = json.loads((tmp_path / "a/calib.json").read_text())
     assert info["model"]["path"] == "model.onnx" and info["images"]["folder"] == str(calib_dir)
+
+
+# == round 3 (issue 27) ===============================================================================
+
+def _thin_png(path: Path, w: int = 10000, h: int = 10) -> Path:
+    """A real, decodable, very thin image: at 160 (or 416) its short side shrinks to 0 rows."""
+    import cv2
+
+    cv2.imwrite(str(path), np.full((h, w, 3), 128, np.uint8))
+    return path
+
+
+# -- r3 1: very thin images ------------------------------------------------------------------------
+
+def test_r3_1_a_thin_image_is_skipped_and_counted_by_calibration(small_onnx, shapes_small, tmp_path):
+    """Old code: 'unexpected error: OpenCV ... inv_scale_x > 0 in function resize', exit 1."""
+    folder = tmp_path / "calib"
+    shutil.copytree(shapes_small.parent / "images/train", folder)
+    _thin_png(folder / "thin.png")
+    _tall = _thin_png(folder / "tall.png", 10, 10000)  # the other way round too
+    assert _tall.exists()
+    from fyexport.quantize import CalibrationOptions, calibrate
+
+    res = calibrate(small_onnx, folder, tmp_path / "out", CalibrationOptions(num_images=None, bias_correction=0))
+    assert res.images_used == 8 and res.images_skipped == 2
+    info = json.loads((tmp_path / "out/calib.json").read_text())
+    assert info["images"]["skipped_reasons"] == {"too thin": 2}
+
+
+def test_r3_1_thin_images_in_eval_bench_and_the_geometry(shapes_small, tiny_model, tmp_path):
+    """Every reader: eval skips and counts it, bench leaves it out of the end-to-end images, and
+    the one letterbox geometry refuses it with a reason (old code: a cv2.error from each)."""
+    from fyexport.bench.run import _load_bench_images
+    from fyexport.data.images import BadImage, letterbox, letterbox_geometry
+
+    with pytest.raises(BadImage) as e:
+        letterbox(np.full((10, 10000, 3), 128, np.uint8), 416)
+    assert e.value.reason == "too thin" and "10000x10" in str(e.value)
+    assert letterbox_geometry((10, 10000), 416, scale_fill=True)  # stretching has rows to show
+    assert letterbox(np.full((40, 10000, 3), 128, np.uint8), 416)[0].shape == (416, 416, 3)  # 2 rows left: used
+
+    root = tmp_path / "d"
+    _copy_split(shapes_small.parent, root, _val_names(shapes_small, 4))
+    _thin_png(root / "images/val/thin.png")
+    (root / "labels/val/thin.txt").write_text("0 0.5 0.5 0.1 0.5\n")
+    data = _yaml(root / "d.yaml", "val: images/val")
+    res = _evaluate(TINY, data)
+    assert res.images == 4 and res.skipped == 1
+    imgs = _load_bench_images(root / "images/val", None, (SIZE, SIZE))
+    assert len(imgs) == 4
+
+
+def test_r3_1_the_detector_names_a_thin_image(tmp_path):
+    """Old code: a raw cv2.error from fyexport.Detector(...)(np.full((8, 20000, 3), 128, np.uint8))."""
+    from fyexport import Detector
+    from fyexport.core.errors import InputError
+
+    thin = _thin_png(tmp_path / "thin.png")
+    with Detector(TINY, img_size=SIZE) as det:
+        with pytest.raises(InputError, match=r"image 0: cannot use this image \(too thin \(20000x8"):
+            det(np.full((8, 20000, 3), 128, np.uint8))
+        with pytest.raises(InputError, match=f"{thin}: cannot use this image .too thin"):
+            det([np.full((64, 64, 3), 128, np.uint8), thin])
+
+
+# -- r3 2: PIL images in every mode give the pixels their file gives -------------------------------------
+
+def test_r3_2_pil_images_of_every_mode_match_reading_the_file(shapes_small, tmp_path):
+    """Old code: a 16-bit grayscale PIL image ("I;16") went through convert("RGB"), which clips
+    its samples at 255: an all-white picture (6 boxes instead of 116)."""
+    import cv2
+    from PIL import Image
+
+    from fyexport import Detector
+    from fyexport.data.images import read_image
+    from fyexport.detector import as_images
+
+    src = shapes_small.parent / "images/val/val_000002.jpg"
+    rgb = Image.open(src).convert("RGB")
+    bgr = cv2.imread(str(src))
+    noise = np.random.default_rng(0).integers(0, 256, bgr.shape[:2]).astype(np.uint16)
+    gray16 = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 256 + noise  # low bytes that matter not
+    files = {"I;16": tmp_path / "gray16.png", "I;16B": tmp_path / "gray16b.tif", "I": tmp_path / "int32.tif",
+             "F": tmp_path / "float.tif", "CMYK": tmp_path / "cmyk.jpg", "P": tmp_path / "p.png",
+             "LA": tmp_path / "la.png", "RGBA": tmp_path / "rgba.png", "RGB": tmp_path / "rgb16.png"}
+    cv2.imwrite(str(files["I;16"]), gray16)
+    Image.frombytes("I;16B", rgb.size, gray16.astype(">u2").tobytes()).save(files["I;16B"])
+    cv2.imwrite(str(files["I"]), gray16.astype(np.int32))
+    cv2.imwrite(str(files["F"]), gray16.astype(np.float32) / 65535)
+    rgb.convert("CMYK").save(files["CMYK"], quality=95)
+    for mode in ("P", "LA", "RGBA"):
+        rgb.convert(mode).save(files[mode])
+    cv2.imwrite(str(files["RGB"]), bgr.astype(np.uint16) * 257)  # 16-bit RGB
+    for mode, f in files.items():
+        im = Image.open(f)
+        assert im.mode == mode, (f, im.mode)
+        from_pil, from_path = as_images(im)[0][0], read_image(f)
+        tol = 1 if mode == "CMYK" else 0  # PIL's and libjpeg's CMYK -> RGB round differently
+        assert from_pil.shape == from_path.shape and np.abs(from_pil.astype(int) - from_path).max() <= tol, mode
+    with Detector(TINY, img_size=SIZE, conf=0.01) as det:
+        by_path, by_pil = det(files["I;16"]), det(Image.open(files["I;16"]))
+    assert len(by_path) and len(by_pil) == len(by_path) and np.allclose(by_pil, by_path, atol=1e-3)
+
+
+# -- r3 3: read-only output folders ----------------------------------------------------------------
+
+def _writable(d: Path) -> bool:
+    try:
+        (d / ".probe").write_bytes(b"")
+    except OSError:
+        return False
+    (d / ".probe").unlink()
+    return True
+
+
+@pytest.fixture
+def read_only(tmp_path, monkeypatch):
+    """A folder this process cannot write in.  Mode 0555 stops a normal user; root ignores it
+    (the tests run as root here), so as root the folder is made immutable (chattr +i, which
+    stops root's writes with EPERM).  Where neither works, os.mkdir, os.open and open refuse
+    paths below it (in-process commands only), and the test says so."""
+    import builtins
+    import subprocess
+
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    immutable = False
+    if _writable(d):
+        immutable = shutil.which("chattr") is not None and subprocess.run(
+            ["chattr", "+i", str(d)], capture_output=True).returncode == 0 and not _writable(d)
+    if _writable(d):
+        print(f"{d}: cannot be made read-only for uid {os.geteuid()}; refusing writes below it by monkeypatch")
+        below = str(d) + os.sep
+        real_mkdir, real_os_open, real_open = os.mkdir, os.open, builtins.open
+
+        def denied(path):
+            return os.path.abspath(path).startswith(below)
+
+        def mkdir(path, *a, **kw):
+            if denied(path):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real_mkdir(path, *a, **kw)
+
+        def os_open(path, flags, *a, **kw):
+            if denied(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real_os_open(path, flags, *a, **kw)
+
+        def open_(f, mode="r", *a, **kw):
+            if isinstance(f, (str, os.PathLike)) and denied(f) and any(c in mode for c in "wax+"):
+                raise PermissionError(errno.EACCES, "Permission denied", str(f))
+            return real_open(f, mode, *a, **kw)
+
+        monkeypatch.setattr(os, "mkdir", mkdir)
+        monkeypatch.setattr(os, "open", os_open)
+        monkeypatch.setattr(builtins, "open", open_)
+    yield d
+    if immutable:
+        subprocess.run(["chattr", "-i", str(d)], check=True)
+    d.chmod(0o755)
+
+
+@pytest.fixture(scope="module")
+def small_engine(tmp_path_factory, small_onnx):
+    """An fp32 engine of the small model, built on the TensorRT stand-in (for `triton`)."""
+    import sys
+
+    from fake_tensorrt import VERSIONS, make_fake_trt
+
+    from fyexport.trt.engine import EngineConfig, build_engine
+
+    saved = sys.modules.get("tensorrt")
+    sys.modules["tensorrt"] = make_fake_trt(VERSIONS[-1])
+    try:
+        return build_engine(small_onnx, tmp_path_factory.mktemp("engine") / "m.engine",
+                            EngineConfig(precision="fp32")).engine
+    finally:
+        if saved is None:
+            sys.modules.pop("tensorrt")
+        else:
+            sys.modules["tensorrt"] = saved
+
+
+def BENCH_FAST(d):  # noqa: N802 - a command line, like the WRITERS
+    return ["bench", d["onnx"], "--baseline", TINY, "--img-size", 160, "--batch", 1, "--warmup", 0, "--duration", 0.05,
+            "--agreement-images", 0]
+
+
+WRITERS = {
+    "export": lambda ro, d: ["export", TINY, "-o", ro / "x.onnx", "--img-size", 160, "--no-simplify"],
+    "prune": lambda ro, d: ["prune", TINY, "--ratio", "0.25", "-o", ro / "p.pt", "--count-size", 160],
+    "recover": lambda ro, d: ["recover", TINY, "--teacher", TINY, "--images", d["calib"], "-o", ro / "r.pt",
+                              "--img-size", 160, "--max-steps", 1],
+    "calibrate": lambda ro, d: ["calibrate", d["onnx"], "--images", d["calib"], "-o", ro / "int8",
+                                "--num-images", 8],
+    "engine": lambda ro, d: ["engine", d["onnx"], "-o", ro / "m.engine"],
+    "triton": lambda ro, d: ["triton", d["engine"], "--repo", ro / "repo"],
+    "bench --json": lambda ro, d: [*BENCH_FAST(d), "--json", ro / "b.json"],
+    "bench --plot": lambda ro, d: [*BENCH_FAST(d), "--plot", ro / "b.png"],
+    "build": lambda ro, d: ["build", "--weights", TINY, "--calib", d["calib"], "-o", ro / "b", *BUILD],
+    "demo": lambda ro, d: ["demo", "-o", ro / "demo"],
+}
+
+
+@pytest.mark.parametrize("command", list(WRITERS))
+def test_r3_3_every_command_that_writes_says_one_line_for_a_read_only_folder(command, read_only, small_onnx,
+                                                                              small_engine, calib_dir, capsys):
+    """Old code: calibrate, build, triton and demo created the folder with a bare mkdir:
+    'error: ro/b: Permission denied', exit 1; engine built first, then failed."""
+    args = WRITERS[command](read_only, {"onnx": small_onnx, "calib": calib_dir, "engine": small_engine})
+    rc, err = _cli(capsys, *args)
+    line = _one_line_error(err)
+    assert rc == 2 and "cannot write here" in line and "permissions" in line and str(read_only) in line, line
+    assert ".tmp" not in line and os.listdir(read_only) == []
+
+
+# -- r3 4: a build never deletes or replaces a user's files -----------------------------------------------
+
+def _user_folder(d: Path) -> dict:
+    (d / "sub").mkdir(parents=True)
+    files = {"notes.txt": b"my notes\n", "photo.jpg": PHOTO.read_bytes(), "model.onnx": b"my own model",
+             "calib.cache": b"TRT-8601-EntropyCalibration2\nimages: 3c010a14\n", ".notes.tmp": b"an editor's swap",
+             "sub/keep.txt": b"keep\n"}
+    for name, data in files.items():
+        (d / name).write_bytes(data)
+    return files
+
+
+def test_r3_4_a_build_refuses_a_folder_holding_files_it_would_replace(calib_dir, tmp_path, capsys):
+    """Old code: exit 0, .notes.tmp deleted, model.onnx and calib.cache replaced without a word."""
+    import time
+
+    user = tmp_path / "userdir"
+    files = _user_folder(user)
+    t = time.time()
+    rc, err = _cli(capsys, "build", "--weights", TINY, "--calib", calib_dir, "-o", user, *BUILD)
+    line = _one_line_error(err)
+    assert rc == 2 and "model.onnx, calib.cache" in line and "--overwrite" in line and "not a fyexport build" in line
+    assert "[1/8]" not in err and time.time() - t < 20  # refused before any stage ran
+    assert {n: (user / n).read_bytes() for n in files} == files
+    assert sorted(p.name for p in user.iterdir()) == sorted([".notes.tmp", "calib.cache", "model.onnx",
+                                                               "notes.txt", "photo.jpg", "sub"])
+
+
+def test_r3_4_with_overwrite_only_the_builds_own_files_change(calib_dir, tmp_path, capsys):
+    user = tmp_path / "userdir"
+    files = _user_folder(user)
+    (user / ".fyexport-model.onnx.k2j3x9.tmp").write_bytes(b"left by a killed run")
+    rc, err = _cli(capsys, "build", "--weights", TINY, "--calib", calib_dir, "-o", user, *BUILD, "--overwrite")
+    assert rc == 0, err
+    assert "removed 1 temporary file" in err and not (user / ".fyexport-model.onnx.k2j3x9.tmp").exists()
+    for name in ("notes.txt", "photo.jpg", ".notes.tmp", "sub/keep.txt"):
+        assert (user / name).read_bytes() == files[name], name
+    assert (user / "model.onnx").read_bytes() != files["model.onnx"]
+    # the names the policy guards are every name a build writes
+    from fyexport.pipeline.build import build_files
+
+    made = {p.name for p in user.iterdir()} - set(files) - {"sub", ".fyexport.lock"}
+    assert made <= set(build_files()), made - set(build_files())
+    # the folder is a build's now: a rerun replaces its own files without --overwrite
+    rc, err = _cli(capsys, "build", "--weights", TINY, "--calib", calib_dir, "-o", user, *BUILD)
+    assert rc == 0 and "calibrate: cached" in err, err
+
+
+def test_r3_4_temporaries_are_recognisably_fyexports_and_cleanup_takes_only_those(tmp_path):
+    from fyexport.core.artifacts import atomic_path, cleanup_temporaries
+
+    for name in (".notes.tmp", ".model.onnx.abc.tmp", "x.tmp", ".fyexport-calib.cache.q1w2e3.tmp"):
+        (tmp_path / name).write_bytes(b"")
+    with atomic_path(tmp_path / "model.onnx") as tmp:
+        assert tmp.name.startswith(".fyexport-model.onnx.") and tmp.name.endswith(".tmp")
+        tmp.write_bytes(b"x")
+    assert cleanup_temporaries(tmp_path) == 1
+    assert sorted(os.listdir(tmp_path)) == [".model.onnx.abc.tmp", ".notes.tmp", "model.onnx", "x.tmp"]
+
+
+# -- r3 5: a ratio that cannot prune ----------------------------------------------------------------------
+
+def test_r3_5_a_ratio_that_prunes_nothing_names_the_real_cause(tiny_model, tmp_path, capsys):
+    """Old code: 'pruning removed nothing. Check --ignore; every prunable layer may be excluded'
+    with no --ignore given, and `build --prune 0.99` accepted the value."""
+    rc, err = _cli(capsys, "prune", TINY, "--ratio", "0.99", "-o", tmp_path / "p.pt", "--count-size", 160)
+    line = _one_line_error(err)
+    assert rc == 2 and "--ratio 0.99 prunes nothing" in line and "512 channels" in line and "at most 0.984" in line
+    assert "ignore" not in line and not (tmp_path / "p.pt").exists()
+    from fyexport.core.errors import InputError
+    from fyexport.prune import PruneConfig, kept_channels, prune
+
+    # the boundary named is Torch-Pruning's: 0.984 narrows the 512-channel layers to 8, 0.985 nothing
+    pm, res = prune(tiny_model, PruneConfig(ratio=0.984, count_size=160))
+    assert res.macs_after < res.macs_before and kept_channels(512, 0.984, 8) == 8
+    assert any(w == [512, 8] for w in res.widths.values())
+    with pytest.raises(InputError, match="prunes nothing"):
+        prune(tiny_model, PruneConfig(ratio=0.985, count_size=160))
+    rc, err = _cli(capsys, "build", "--weights", TINY, "--calib", tmp_path, "-o", tmp_path / "b", "--prune", "0.99")
+    line = _one_line_error(err)
+    assert rc == 2 and "--prune 0.99 prunes nothing" in line and not (tmp_path / "b").exists()
+
+
+# -- r3 6: build folders are never images -------------------------------------------------------------------
+
+def test_r3_6_image_searches_leave_out_every_fyexport_build_folder(shapes_small, tmp_path):
+    """Old code found C/out/bench.png: a build's plot became a calibration image."""
+    from fyexport.core.artifacts import LOCK_FILE
+    from fyexport.core.errors import InputError
+    from fyexport.data.selection import list_images, select_images
+    from fyexport.pipeline.manifest import MANIFEST, Manifest
+
+    c = tmp_path / "C"
+    shutil.copytree(shapes_small.parent / "images/train", c)
+    (c / "out").mkdir()
+    Manifest(c / "out", "fyexport build ...", {}, "x").save("done")  # a real build's manifest
+    shutil.copy(PHOTO, c / "out/bench.png")
+    (c / "running").mkdir()  # a build still at its first stage: only its lock file
+    (c / "running" / LOCK_FILE).write_text("pid 1")
+    shutil.copy(PHOTO, c / "running/x.png")
+    (c / "other").mkdir()  # somebody else's manifest.json: an ordinary folder of images
+    (c / "other/manifest.json").write_text('{"name": "my photos"}')
+    shutil.copy(PHOTO, c / "other/photo.jpg")
+    found = {p.relative_to(c).as_posix() for p in list_images(c)}
+    assert len(found) == 9 and "other/photo.jpg" in found and not any(f.startswith(("out/", "running/"))
+                                                                      for f in found)
+    assert select_images(c, None).found == 9
+    with pytest.raises(InputError, match="is a fyexport build folder"):
+        select_images(c / "out", None)
+    from fyexport.core.artifacts import BUILD_MANIFEST
+
+    assert BUILD_MANIFEST == MANIFEST
+
+
+# -- r3 7: recovery counts each unusable image once, with its reason ----------------------------------------
+
+@pytest.mark.parametrize("cache", ["ram", "none"])
+def test_r3_7_recovery_counts_every_unusable_image_once_with_its_reason(cache, shapes_small, tmp_path, capsys):
+    """Old code: 'skipped 3 unusable training images (3 unreadable)' for 5 broken files: the
+    ram cache called every one "unreadable", each was counted per batch it met (and not at all
+    when met by the reconstruction, or held out for the check)."""
+    from fyexport.recover import RecoverConfig, recover_from_paths
+
+    folder = tmp_path / "imgs"
+    shutil.copytree(shapes_small.parent / "images/val", folder)
+    good = sorted(folder.glob("*.jpg"))[0].read_bytes()
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "cut.jpg").write_bytes(good[: len(good) // 2])
+    (folder / "text.jpg").write_text("not a picture")
+    (folder / "noise.png").write_bytes(np.random.default_rng(0).bytes(3000))
+    import cv2
+
+    cv2.imwrite(str(folder / "tiny.png"), np.zeros((4, 4, 3), np.uint8))
+    _thin_png(folder / "thin.png")
+    # 22 images, 4 held out: 18 to train on, 3 batches of 6 (none dropped), so streaming reads all too
+    cfg = RecoverConfig(img_size=160, batch=6, epochs=1, crop=0, reconstruct=0, bn_adapt=6, cache=cache,
+                        workers=1 if cache == "none" else 0, minutes=5)
+    _, summary = recover_from_paths(TINY, TINY, folder, None, tmp_path / "r.pt", cfg)
+    assert summary["skipped"] == {"empty file": 1, "not a decodable image": 2, "too small": 1, "too thin": 1,
+                                  "truncated": 1}
+    assert "recovery skipped 6 unusable images of the 22 it read (1 empty file, 2 not a decodable image" in \
+        capsys.readouterr().err
+
+
+# -- r3 8: corrupted images and label lines, generated ------------------------------------------------------
+
+REASONS = {"unreadable", "empty file", "truncated", "not a decodable image", "too small", "too thin"}
+
+
+def _encodings() -> dict:
+    import cv2
+
+    rng = np.random.default_rng(1)
+    img = (rng.random((24, 32, 3)) * 255).astype(np.uint8)
+    out = {}
+    for ext in (".jpg", ".png", ".webp", ".bmp", ".tif"):
+        ok, buf = cv2.imencode(ext, img)
+        assert ok
+        out[ext] = buf.tobytes()
+    return out
+
+
+def _with_dims(data: bytes, ext: str, w: int, h: int) -> bytes:
+    """``data`` with the width and height its header records replaced (the pixels unchanged)."""
+    import struct
+
+    b = bytearray(data)
+    if ext == ".png":  # IHDR: width, height big-endian at 16
+        b[16:24] = struct.pack(">II", w, h)
+    elif ext == ".bmp":  # BITMAPINFOHEADER: width, height little-endian signed at 18
+        b[18:26] = struct.pack("<ii", min(w, 2**31 - 1), min(h, 2**31 - 1))
+    elif ext == ".jpg":  # the first start-of-frame: height, width big-endian after the precision byte
+        k = next(i for i in range(2, len(b) - 9) if b[i] == 0xFF and b[i + 1] in (0xC0, 0xC1, 0xC2))
+        b[k + 5:k + 9] = struct.pack(">HH", h & 0xFFFF, w & 0xFFFF)
+    elif ext == ".webp":  # VP8 / VP8L frame header dimensions
+        k = b.find(b"VP8")
+        if b[k + 3:k + 4] == b" ":
+            b[k + 14:k + 18] = struct.pack("<HH", w & 0x3FFF, h & 0x3FFF)
+        else:
+            bits = ((w - 1) & 0x3FFF) | (((h - 1) & 0x3FFF) << 14)
+            b[k + 9:k + 13] = struct.pack("<I", bits)
+    return bytes(b)
+
+
+def test_r3_8_corrupted_image_bytes_are_read_or_skipped_with_a_reason(tmp_path):
+    """Truncated, damaged and absurd-dimension JPEG/PNG/WebP/BMP/TIFF files, empty files and
+    random bytes under an image suffix: each is read (an upright 8-bit BGR image that letterboxes)
+    or refused with a BadImage reason; nothing else escapes."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from fyexport.data.images import BadImage, prepare, read_image
+
+    enc = _encodings()
+    dims = st.sampled_from([0, 1, 7, 9, 300, 65535, 2**31 - 1])
+
+    @st.composite
+    def corrupted(draw):
+        ext = draw(st.sampled_from(sorted(enc)))
+        data = enc[ext]
+        kind = draw(st.sampled_from(["truncate", "damage", "dims", "empty", "random", "intact"]))
+        if kind == "truncate":
+            data = data[:draw(st.integers(0, len(data) - 1))]
+        elif kind == "damage":
+            b = bytearray(data)
+            for _ in range(draw(st.integers(1, 8))):
+                b[draw(st.integers(0, min(len(b), 96) - 1))] = draw(st.integers(0, 255))
+            data = bytes(b)
+        elif kind == "dims":
+            data = _with_dims(data, ext, draw(dims), draw(dims))
+        elif kind == "empty":
+            data = b""
+        elif kind == "random":
+            data = draw(st.binary(min_size=1, max_size=600))
+        return ext, data, draw(st.sampled_from([160, (96, 416), 416]))
+
+    seen = {"read": 0, "skipped": 0}
+
+    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(corrupted())
+    def check(case):
+        ext, data, size = case
+        f = tmp_path / f"x{ext}"
+        f.write_bytes(data)
+        try:
+            p = prepare(read_image(f), size)
+        except BadImage as e:
+            assert e.reason in REASONS and "\n" not in str(e), str(e)
+            seen["skipped"] += 1
+            return
+        hw = (size, size) if isinstance(size, int) else size
+        assert p.tensor.shape == (3, *hw) and p.tensor.dtype == np.float32 and np.isfinite(p.tensor).all()
+        seen["read"] += 1
+
+    check()
+    assert seen["read"] and seen["skipped"]
+
+
+def test_r3_8_generated_label_lines_are_read_or_refused_in_one_line(tmp_path):
+    """Random tokens, NaN, inf, huge numbers, too few or many columns: each label file is read
+    into finite rows within 0..1 and class ids below nc, or refused by one InputError line
+    naming the file (old code: an OverflowError for a class id like 1e308)."""
+    from hypothesis import HealthCheck, example, given, settings
+    from hypothesis import strategies as st
+
+    from fyexport.core.errors import InputError
+    from fyexport.data.labels import read_labels
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    img, lbl = tmp_path / "images/a.jpg", tmp_path / "labels/a.txt"
+    odd = st.sampled_from(["nan", "inf", "-inf", "1e308", "1e400", "-1e-320", "-0", "0x10", "1_0", "5.", ".5",
+                           "1.0000001", "-0.02", "3.5"])
+    word = st.text(min_size=1, max_size=6).filter(lambda t: t.split() == [t])
+    anything = st.one_of(odd, word, st.floats(allow_nan=True, allow_infinity=True).map(repr))
+    cls = st.one_of(st.integers(0, 7).map(str), st.sampled_from(["1e308", "1e39", "16777217", "3.5", "-1", "nan"]),
+                    anything)
+    valid = st.floats(0, 1).map(lambda v: f"{v:.6f}")
+    coord = st.one_of(valid, valid, valid, st.floats(0, 1).map(repr), anything)
+    # mostly well-formed rows (a box, a polygon) with one column wrong, plus rows of any length
+    row = st.tuples(cls, st.sampled_from([4, 4, 4, 6, 6, 3, 5, 2]).flatmap(
+        lambda k: st.lists(coord, min_size=k, max_size=k))).map(lambda r: " ".join([r[0], *r[1]]))
+    line = st.one_of(row, row, st.lists(anything, max_size=9).map(" ".join))
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.lists(line, min_size=1, max_size=3), st.sampled_from([None, 5]))
+    @example(["1e308 0.5 0.5 0.1 0.1"], 5)  # the class id float32 cannot hold
+    def check(lines, nc):
+        lbl.write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
+        try:
+            rows = read_labels(img, nc)
+        except InputError as e:
+            assert str(lbl) in str(e) and "\n" not in str(e)
+            return
+        assert rows.dtype == np.float32 and rows.shape[1] == 5 and np.isfinite(rows).all()
+        if len(rows):
+            assert rows[:, 0].min() >= 0 and (nc is None or rows[:, 0].max() < nc)
+            assert (rows[:, 1:] >= -0.01).all() and (rows[:, 1:] <= 1.01).all()
+
+    check()
+
+
+def test_r3_8_one_cli_run_over_every_kind_of_broken_file(small_onnx, shapes_small, tmp_path, capsys):
+    """The one-line promise end to end: calibration over a folder holding each kind of broken
+    image completes and counts them; eval over a data set with a broken label line stops in one
+    line with exit 2."""
+    import cv2
+
+    folder = tmp_path / "calib"
+    shutil.copytree(shapes_small.parent / "images/train", folder)
+    enc = _encodings()
+    for ext, data in enc.items():
+        (folder / f"cut{ext}").write_bytes(data[: len(data) // 3])
+        (folder / f"huge{ext}").write_bytes(_with_dims(data, ext, 65535, 65535))
+        (folder / f"empty{ext}").write_bytes(b"")
+        (folder / f"noise{ext}").write_bytes(np.random.default_rng(len(ext)).bytes(500))
+    _thin_png(folder / "thin.png")
+    cv2.imwrite(str(folder / "tiny.png"), np.zeros((3, 3), np.uint8))
+    rc, err = _cli(capsys, "calibrate", small_onnx, "--images", folder, "-o", tmp_path / "out", "--num-images", 100,
+                   "--bias-correction", 0)
+    assert rc == 0 and "Traceback" not in err and "unexpected" not in err, err
+    info = json.loads((tmp_path / "out/calib.json").read_text())["images"]
+    assert info["used"] >= 8 and info["used"] + info["skipped"] == 8 + 4 * len(enc) + 2
+    assert set(info["skipped_reasons"]) <= REASONS
+    root = tmp_path / "d"
+    _copy_split(shapes_small.parent, root, _val_names(shapes_small, 2))
+    (root / "labels/val" / Path(_val_names(shapes_small, 2)[1]).with_suffix(".txt")).write_text("0 0.5 nan 0.1 1e308\n")
+    rc, err = _cli(capsys, "eval", TINY, "--data", _yaml(root / "d.yaml", "val: images/val"), "--img-size", SIZE)
+    assert rc == 2 and "not a finite number" in _one_line_error(err)

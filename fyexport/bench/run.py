@@ -41,7 +41,7 @@ def run_bench(artifacts: list, baseline: str, options: BenchConfig | None = None
         from ..data.labels import load_data_yaml
 
         spec = load_data_yaml(o.data)
-    ctx = _Context(baseline, o, dev, hw, spec, _load_bench_images(o.images, spec, o.images_exclude),
+    ctx = _Context(baseline, o, dev, hw, spec, _load_bench_images(o.images, spec, hw, o.images_exclude),
                    Path(o.workdir or tempfile.mkdtemp(prefix="fyexport-bench-")), _agreement_images(o, spec))
     targets = plan_targets(artifacts, baseline, o.runtime, dev)
     rows: list[Row] = []
@@ -164,8 +164,9 @@ def _add_agreement(runner, t: Target, ctx: _Context, path, rows: list) -> None:
         r.agreement = ctx.agreements[key]
 
 
-def _load_bench_images(images, spec, exclude=(), limit: int = 16) -> list:
-    from ..data.images import BadImage, read_image
+def _load_bench_images(images, spec, hw, exclude=(), limit: int = 16) -> list:
+    """Up to ``limit`` decoded images for the end-to-end timing: those that letterbox at ``hw``."""
+    from ..data.images import BadImage, letterbox_geometry, read_image
     from ..data.selection import list_images
 
     paths = []
@@ -178,9 +179,12 @@ def _load_bench_images(images, spec, exclude=(), limit: int = 16) -> list:
     out = []
     for p in paths:
         try:
-            out.append(read_image(p))
-        except BadImage:
+            img = read_image(p)
+            letterbox_geometry(img.shape[:2], hw)  # a 10000x10 image has no rows left at 416
+        except BadImage as e:
+            G_LOGGER.warning(f"{p}: skipped ({e})")
             continue
+        out.append(img)
     return out
 
 

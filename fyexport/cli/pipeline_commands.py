@@ -76,6 +76,8 @@ def bench(cfg, artifacts, baseline, json_out, plot_out):
               "labels) the final model may lose against the unpruned FP32 model.  [default: (1 - recover target) x "
               "the unpruned score + 1 for quantization; 1 without recovery]")
 @BUILD.option("force", "--force", is_flag=True, help="Build the engine even when the accuracy gate fails.")
+@BUILD.option("overwrite", "--overwrite", is_flag=True, help="Replace files with the build's names (model.onnx, "
+              "calib.cache, ...) in an output folder that is not a fyexport build folder (else refused).")
 @BUILD.option("device", "--device", help="auto | cpu | cuda (recovery, engine).")
 @BUILD.option("calibrate.num_images", "--num-images", help="Calibration images to sample.")
 @BUILD.option("recover.batch", "--recover-batch", help="Recovery images per step per process.")

@@ -1,8 +1,9 @@
 """Atomic writes, hashing and JSON.
 
-Every artifact fyexport writes goes to ``<name>.<random>.tmp`` in the same folder and
-is renamed over the final name only once it is complete, so an interrupted run never
-leaves a half-written file under a real name; errors name the final name.
+Every artifact fyexport writes goes to ``.fyexport-<name>.<random>.tmp`` in the same
+folder and is renamed over the final name only once it is complete, so an interrupted run
+never leaves a half-written file under a real name; errors name the final name.  Only
+temporaries named so are ever cleaned up: a user's own ``.notes.tmp`` is not fyexport's.
 """
 from __future__ import annotations
 
@@ -64,20 +65,43 @@ def atomic_path(path) -> Iterator[Path]:
         raise
 
 
-def _temporary_beside(path: Path) -> Path:
-    for a in path.parents:  # the nearest existing folder above: it must be a folder
+TEMP_PREFIX, TEMP_SUFFIX = ".fyexport-", ".tmp"  # what makes a temporary recognisably fyexport's
+
+
+def _temporary_beside(path: Path, named: Path | None = None) -> Path:
+    """A new empty temporary in ``path``'s folder (made if needed), named after ``path``;
+    failures are one line naming ``named`` (default ``path``)."""
+    named = named or path
+    _make_folder(path.parent, named)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as e:
+        raise write_error(named, e) from e
+    os.close(fd)
+    return Path(tmp)
+
+
+def _make_folder(folder: Path, named: Path) -> None:
+    """Create ``folder`` and its parents; failures are one line naming ``named``."""
+    for a in (folder, *folder.parents):  # the nearest existing path: it must be a folder
         if a.exists():
             if not a.is_dir():
-                raise InputError(f"{path}: cannot write here ({a} is a file, not a folder)",
+                raise InputError(f"{named}: cannot write here ({a} is a file, not a folder)",
                                  "Give another output path")
             break
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise write_error(path, e) from e
-    os.close(fd)
-    return Path(tmp)
+        raise write_error(named, e) from e
+
+
+def writable_folder(folder) -> Path:
+    """``folder``, made with its parents and checked writable (a temporary created there and
+    removed), so work that ends in writing there fails at once, in one line, when it cannot
+    (no permission, a read-only disk, a file in the way): call it before the work."""
+    folder = Path(folder)
+    _temporary_beside(folder / "probe", named=folder).unlink()
+    return folder
 
 
 def write_error(path, e: OSError) -> FyexportError:
@@ -170,6 +194,22 @@ def read_json(path) -> dict:
 
 
 LOCK_FILE = ".fyexport.lock"
+BUILD_MANIFEST = "manifest.json"  # the name pipeline.manifest writes
+
+
+def is_build_folder(folder) -> bool:
+    """Whether ``folder`` is a fyexport build's: it holds a build's lock file or its
+    ``manifest.json`` (a JSON object recording the fyexport version and the stages)."""
+    f = Path(folder)
+    if (f / LOCK_FILE).is_file():
+        return True
+    try:
+        with open(f / BUILD_MANIFEST, "rb") as fh:
+            head = fh.read(1 << 20)
+        d = json.loads(head)
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and "fyexport" in d and "stages" in d
 
 
 @contextlib.contextmanager
@@ -179,7 +219,10 @@ def folder_lock(folder, what: str) -> Iterator[None]:
     import fcntl
 
     path = Path(folder) / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise write_error(folder, e) from e
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -195,9 +238,10 @@ def folder_lock(folder, what: str) -> Iterator[None]:
 
 
 def cleanup_temporaries(folder) -> int:
-    """Remove temporaries left by a killed run; returns how many were removed."""
+    """Remove fyexport's own temporaries (``.fyexport-*.tmp``) left by a killed run in
+    ``folder``; nothing else is touched.  Returns how many were removed."""
     n = 0
-    for p in Path(folder).glob(".*.tmp"):
+    for p in Path(folder).glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
         with contextlib.suppress(OSError):
             p.unlink()
             n += 1

@@ -61,14 +61,20 @@ def letterbox(img: np.ndarray, new_shape=640, color=(PAD_VALUE, PAD_VALUE, PAD_V
 def letterbox_geometry(shape, new_shape=640, auto: bool = False, scale_fill: bool = False, scaleup: bool = True,
                        stride: int = 32):
     """((ratio_w, ratio_h), (pad_w, pad_h), (new_w, new_h)) that :func:`letterbox` applies to
-    an image of ``shape`` (h, w): the one place its geometry is computed."""
+    an image of ``shape`` (h, w): the one place its geometry is computed.  Raises
+    :class:`BadImage` ("too thin") when a side would shrink to nothing at ``new_shape``."""
     if isinstance(new_shape, int):
         new_shape = (new_shape, new_shape)
+    if min(shape[:2]) < 1:
+        raise BadImage("too small", f"{shape[1]}x{shape[0]}")
     r = min(new_shape[0] / shape[0], new_shape[1] / shape[1])
     if not scaleup:
         r = min(r, 1.0)
     ratio = (r, r)
     new_unpad = (int(round(shape[1] * r)), int(round(shape[0] * r)))
+    if min(new_unpad) < 1 and not scale_fill:  # a 10000x10 image at 416 would be 416x0: nothing left to see
+        raise BadImage("too thin", f"{shape[1]}x{shape[0]} shrinks to {new_unpad[0]}x{new_unpad[1]} at "
+                       f"{new_shape[1]}x{new_shape[0]}")
     dw, dh = new_shape[1] - new_unpad[0], new_shape[0] - new_unpad[1]
     if auto:
         dw, dh = np.mod(dw, stride), np.mod(dh, stride)
@@ -120,7 +126,16 @@ def scale_boxes(boxes: np.ndarray, ratio, pad, orig_hw, clip: bool = True) -> np
 # -- reading images ---------------------------------------------------------
 
 class BadImage(Exception):
-    """An image file that cannot be used (the reason is the message)."""
+    """An image that cannot be used.  ``reason`` is what skipped images are counted by
+    ("unreadable", "empty file", "truncated", "not a decodable image", "too small", "too
+    thin", "vanished", ...); ``detail`` says what exactly (the message is both)."""
+
+    def __init__(self, reason: str, detail: str | None = None):
+        super().__init__(reason, detail)  # both in args: the exception pickles (loader workers)
+        self.reason, self.detail = reason, detail
+
+    def __str__(self) -> str:
+        return f"{self.reason} ({self.detail})" if self.detail else self.reason
 
 
 def _looks_truncated(data: bytes, suffix: str) -> bool:
@@ -175,26 +190,39 @@ def read_image(path) -> np.ndarray:
     try:
         data = p.read_bytes()
     except OSError as e:
-        raise BadImage(f"unreadable ({e.strerror or e})")
+        raise BadImage("unreadable", e.strerror or str(e))
     if not data:
         raise BadImage("empty file")
     if _looks_truncated(data, p.suffix.lower()):
         raise BadImage("truncated")
     buf = np.frombuffer(data, np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None:
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # the skip is reported once, by the caller
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # a header OpenCV refuses outright (absurd dimensions, ...)
+        raise BadImage("not a decodable image", str(e).strip().splitlines()[-1][:200])
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    if img is None or img.size == 0:
         raise BadImage("not a decodable image")
     return to_bgr8(apply_orientation(img, exif_orientation(data)))
 
 
 def to_bgr8(img: np.ndarray) -> np.ndarray:
     """A decoded image (HxW, HxWx1, HxWx3 BGR or HxWx4 BGRA; 8 or 16 bit or float) as
-    HxWx3 BGR uint8, or :class:`BadImage` when it is too small (< 8 px) or not an image."""
+    HxWx3 BGR uint8, or :class:`BadImage` when it is too small (< 8 px) or not an image.
+    16-bit samples keep their high byte (also when held in a wider integer type); other
+    integer and float samples are stretched from their minimum to their maximum."""
     cv2 = _cv2()
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)) or img.dtype == bool:
-        raise BadImage(f"not an image array (shape {img.shape}, {img.dtype})")
+        raise BadImage("not an image array", f"shape {img.shape}, {img.dtype}")
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
+    elif img.dtype.kind in "iu" and img.dtype.itemsize >= 2 and img.size and 0 <= img.min() and img.max() <= 65535:
+        # 16-bit samples held in another integer type (big-endian, or the int32 of PIL's "I" mode
+        # of a 16-bit PNG and of an int32 TIFF): 16-bit, whoever decoded them
+        img = (img.astype(np.uint16) >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
         img = cv2.normalize(img.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if img.ndim == 2:
@@ -204,7 +232,7 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
     elif img.shape[2] == 1:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     if img.shape[0] < MIN_SIDE or img.shape[1] < MIN_SIDE:
-        raise BadImage(f"too small ({img.shape[1]}x{img.shape[0]})")
+        raise BadImage("too small", f"{img.shape[1]}x{img.shape[0]}")
     return np.ascontiguousarray(img)
 
 
@@ -216,7 +244,6 @@ def iter_prepared(paths, size, skipped: dict | None = None):
             yield prepare(read_image(p), size).tensor
         except BadImage as e:
             if skipped is not None:
-                why = str(e).split(" (")[0]
-                skipped[why] = skipped.get(why, 0) + 1
+                skipped[e.reason] = skipped.get(e.reason, 0) + 1
 
 

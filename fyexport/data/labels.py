@@ -180,6 +180,7 @@ def label_path(img: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
+MAX_CLASS_ID = 2 ** 24
 ROW_FORMATS = "'class cx cy w h' boxes or 'class x1 y1 x2 y2 x3 y3 ...' polygons, normalised to 0..1"
 
 
@@ -197,7 +198,7 @@ def _row_box(lp: Path, i: int, v: list) -> list:
         raise InputError(f"{lp}: line {i} has {len(v)} numbers; expected {ROW_FORMATS}")
     if not all(-COORD_SLACK <= c <= 1 + COORD_SLACK for c in v[1:]):
         raise InputError(f"{lp}: line {i} has coordinates outside 0..1 (pixels?); expected {ROW_FORMATS}")
-    if v[0] != int(v[0]) or v[0] < 0:
+    if v[0] != int(v[0]) or v[0] < 0 or v[0] >= MAX_CLASS_ID:  # float32 labels hold ids exactly below 2**24
         raise InputError(f"{lp}: line {i} has class {v[0]:g}; class ids are whole numbers from 0")
     return box
 

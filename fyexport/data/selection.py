@@ -8,14 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..core.artifacts import is_build_folder
 from ..core.errors import InputError
 from .images import IMAGE_SUFFIXES
 
 
 def list_images(folder, recursive: bool = True, exclude=()) -> list[Path]:
     """Image files under ``folder`` by suffix, sorted for determinism.  Symlinked folders are
-    followed (each real folder once, so a link loop ends); folders in ``exclude`` (and what
-    is below them) are left out, so a build's own output is never taken for input."""
+    followed (each real folder once, so a link loop ends); folders in ``exclude`` and every
+    fyexport build folder (whoever's: its ``bench.png`` is an output, not a sample), with
+    what is below them, are left out."""
     folder = Path(folder)
     skip = [os.path.realpath(e) for e in exclude]
 
@@ -25,7 +27,7 @@ def list_images(folder, recursive: bool = True, exclude=()) -> list[Path]:
     out, seen = [], set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
-        if real in seen or excluded(real):
+        if real in seen or excluded(real) or is_build_folder(root):
             dirs[:] = []
             continue
         seen.add(real)
@@ -84,6 +86,9 @@ def select_images(folder, num_images: int | None = 500, seed: int = 0, what: str
         raise InputError(f"{p}: no such {what} folder")
     if not p.is_dir():
         raise InputError(f"{p}: not a folder (give a folder of {what} images)")
+    if is_build_folder(p):
+        raise InputError(f"{p}: is a fyexport build folder (its images are the build's outputs)",
+                         f"Give the folder of {what} images")
     found = list_images(p, exclude=exclude)
     if not found:
         raise InputError(f"{p}: no image files (jpg, png, bmp, webp, tiff) in this folder or below",

@@ -131,8 +131,9 @@ def generate(out, train: int = 4000, val: int = 500, size: int = 640, seed: int 
 def demo_data(root, train: int, val: int) -> Path:
     """The demo's data set under ``root`` (regenerated only when its image counts differ);
     returns its data yaml."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    from ..core.artifacts import writable_folder
+
+    root = writable_folder(root)  # a read-only place: one line, before generating anything
     have = {s: len(list((root / "images" / s).glob("*.jpg"))) for s in ("train", "val")}
     if have["train"] != train or have["val"] != val:
         print(f"generating {train} training and {val} validation images in {root}", file=sys.stderr)

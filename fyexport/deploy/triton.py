@@ -99,7 +99,7 @@ class TritonConfig:
 
 
 def write_repository(engine_path, repo, name: str | None = None, max_batch: int | None = None) -> Path:
-    from ..core.artifacts import atomic_path, write_text
+    from ..core.artifacts import atomic_path, writable_folder, write_text
     from ..trt.sidecar import read_sidecar
 
     engine_path = Path(engine_path)
@@ -111,7 +111,7 @@ def write_repository(engine_path, repo, name: str | None = None, max_batch: int 
     config = config_pbtxt(name, meta, max_batch)  # refused before anything is written
     model_dir = Path(repo) / name
     version_dir = model_dir / "1"
-    version_dir.mkdir(parents=True, exist_ok=True)
+    writable_folder(version_dir)
     with atomic_path(version_dir / "model.plan") as tmp:
         shutil.copyfile(engine_path, tmp)
     write_text(model_dir / "config.pbtxt", config)

@@ -32,7 +32,7 @@ from ..quantize import ARTIFACTS, CalibrationConfig
 from ..recover import RecoverConfig
 from ..trt.engine import EngineConfig
 from .accuracy import ENGINE_ROW, AccuracyRow, GateResult, gate, gate_failure_line, gate_line
-from .manifest import Manifest, StageRecord
+from .manifest import MANIFEST, Manifest, StageRecord
 
 AUTO_EXCLUDE_PRUNED = 4  # sensitive scale groups kept in float when pruning (benchmarks/README.md, INT8)
 STAGES = ("load", "prune", "recover", "export", "calibrate", "eval", "engine", "bench")
@@ -57,6 +57,7 @@ class BuildConfig:
     run_bench: bool = True
     max_map_drop: float | None = None  # None: pipeline.accuracy.allowance
     force: bool = False  # build the engine even when the accuracy gate fails
+    overwrite: bool = False  # replace files of the build's names in a folder fyexport did not make
     eval_images: int | None = None  # accuracy on the first N validation images only
     auto_exclude: int | None = None  # None: AUTO_EXCLUDE_PRUNED when pruning, else 0
     prune: PruneConfig = field(default_factory=PruneConfig)  # ratio 0: no pruning
@@ -96,6 +97,8 @@ class BuildConfig:
         check_file(self.weights, "checkpoint", (".pt", ".pth"))
         if Path(self.out).exists() and not Path(self.out).is_dir():
             raise ConfigError("out", f"{self.out} exists and is a file", "Name the build's output folder")
+        if not self.overwrite:
+            refuse_foreign_files(Path(self.out))
         c = Path(self.calib)
         if not c.is_dir():
             raise InputError(f"{c}: calibration folder not found" if not c.exists() else f"{c}: not a folder",
@@ -113,10 +116,43 @@ class BuildConfig:
         require(min(self.img_size) >= 32, "img_size", f"must be >= 32, got {self.img_size}")
         validate_nested(self, ["export", "engine", "bench", "calibrate"]
                         + (["prune"] if self.pruning else []) + (["recover"] if self.recovers else []))
+        if self.pruning:  # a ratio that cannot narrow any layer of this model (0.99) is refused now
+            from ..models import load
+            from ..prune import check_ratio
+
+            try:
+                check_ratio(load(self.weights), self.prune)
+            except ConfigError as e:
+                raise e.within("prune")
         if self.data is not None:
             from ..data.labels import load_data_yaml
 
             load_data_yaml(self.data)
+
+
+def build_files() -> list:
+    """Every name a build writes in its folder: its files and the folders it fills."""
+    from ..quantize.calibration import STATS_FILE
+    from ..recover import state_path
+    from ..trt.sidecar import sidecar_path
+
+    return [MANIFEST, MODEL_ONNX, ENGINE, sidecar_path(Path(ENGINE)).name, PRUNED, RECOVERED,
+            state_path(Path(RECOVERED)).name, *ARTIFACTS.values(), STATS_FILE, ".calib-state.json", "eval.json",
+            "bench.json", "bench.png", "bench", ".recover-cache"]
+
+
+def refuse_foreign_files(out: Path) -> None:
+    """A build never replaces a user's files: in a folder that is not a fyexport build's (no
+    build manifest), files with the names the build writes stop it before any work."""
+    from ..core.artifacts import is_build_folder
+
+    if not out.is_dir() or is_build_folder(out):
+        return
+    clash = [n for n in build_files() if (out / n).exists() or (out / n).is_symlink()]
+    if clash:
+        raise InputError(f"{out}: holds {', '.join(clash)}, which this build would replace, and is not a fyexport "
+                         f"build folder (no {MANIFEST})", "Give a new or empty folder, or replace them with "
+                         "`overwrite`")
 
 
 @dataclass
@@ -147,7 +183,7 @@ class Build:
     def run(self) -> dict | None:
         """The build; under torchrun every process recovers and only rank 0 runs the rest
         (the other ranks return None)."""
-        from ..core.artifacts import folder_lock
+        from ..core.artifacts import folder_lock, writable_folder
         from ..recover import dist
 
         self.o.validate()
@@ -155,7 +191,7 @@ class Build:
         self.hw = as_hw(self.o.img_size)
         if not self.d.main:
             return self._recovery_rank()
-        self.out.mkdir(parents=True, exist_ok=True)
+        writable_folder(self.out)  # a read-only place: one line, exit 2
         with folder_lock(self.out, self.command):
             self.manifest = Manifest(self.out, self.command, asdict(self.o), __version__)
             removed = cleanup_temporaries(self.out)

@@ -117,7 +117,7 @@ def calibrate(onnx_path, images, out_dir, options: CalibrationConfig | None = No
     """Calibrate the FP32 ``onnx_path`` on the images under the folder ``images`` (or an
     :class:`~fyexport.data.images.ImageSet` already selected) and write :data:`ARTIFACTS` to
     ``out_dir``.  ``overrides`` set :class:`CalibrationConfig` fields."""
-    from ..core.artifacts import sha256_file
+    from ..core.artifacts import sha256_file, writable_folder
     from ..data.selection import ImageSet, select_images
 
     o = replace(options or CalibrationConfig(), **overrides)
@@ -127,8 +127,7 @@ def calibrate(onnx_path, images, out_dir, options: CalibrationConfig | None = No
     if len(imgs.paths) < MIN_RECOMMENDED:
         G_LOGGER.warning(f"{imgs.root}: {len(imgs.paths)} calibration images; TensorRT guidance is at least "
                          f"{MIN_RECOMMENDED} representative images")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writable_folder(out_dir)  # a read-only place fails now, in one line, not after the statistics
     t0 = time.perf_counter()
     model_sha = sha256_file(onnx_path)
     col = _statistics(proto, plan, imgs, out_dir, model_sha, o)

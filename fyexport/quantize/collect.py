@@ -145,7 +145,7 @@ class _StatsPass:
             try:
                 x = prepare(read_image(p), self.hw).tensor
             except BadImage as e:
-                tally.skip(str(e).split(" (")[0])
+                tally.skip(e.reason)
                 G_LOGGER.debug(f"{p}: skipped ({e})")
                 continue
             ta = time.perf_counter()

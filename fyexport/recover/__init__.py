@@ -80,6 +80,9 @@ def recover_from_paths(pruned, teacher, images, data, output, cfg: RecoverConfig
     if out.suffix not in (".pt", ".pth"):
         raise InputError(f"{output}: the recovered model is saved as .pt")
     cfg.validate()  # usage errors before any work
+    from ..core.artifacts import writable_folder
+
+    writable_folder(out.parent)  # the state and the model are written there: a read-only place fails now
     paths, spec = training_images(images, data)
     student = load(pruned)
     if not student.meta.get("prune"):

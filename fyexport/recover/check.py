@@ -41,6 +41,21 @@ def split_holdout(paths: list, n: int, seed: int = 0) -> tuple[list, list]:
     return [p for p in paths if str(p) not in held], [p for p in paths if str(p) in held]
 
 
+def _unusable(images: list, read: dict, hw) -> dict:
+    """path -> reason of the ``images`` a detection pass could not use (``read``: the indices
+    it used), each read again for its reason."""
+    from ..data.images import BadImage, prepare, read_image
+
+    out = {}
+    for k, p in enumerate(images):
+        if k not in read:
+            try:
+                prepare(read_image(p), hw)
+            except BadImage as e:
+                out[str(p)] = e.reason
+    return out
+
+
 class Checker:
     def __init__(self, teacher, holdout: HoldOut, device: str):
         from ..evaluation.detections import detect
@@ -51,6 +66,7 @@ class Checker:
         self.images, self.what = holdout.images, holdout.what
         self.teacher = detect(TorchRunner(teacher, device=device, img_size=holdout.hw), self.images,
                               description="teacher on held-out images")
+        self.unusable = _unusable(self.images, self.teacher.sizes, holdout.hw)
         if holdout.labelled:
             self.gt = label_boxes(self.images, self.teacher.sizes, holdout.nc)
             self.reference = coco_map(self.gt, self.teacher.sizes, self.teacher.boxes, holdout.nc)[1]

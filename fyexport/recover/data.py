@@ -5,13 +5,15 @@ Memory is bounded by batch x workers x prefetch, whatever the data set's size.  
 caches for small data sets: ``ram`` (every letterboxed image in one array, filled once in the
 main process and shared with the workers) and ``disk`` (one ``.npy`` per image, keyed by the
 file's path, size, modification time and the input size, so a changed image is never served
-stale).  An unreadable image (or one that vanished) is skipped and counted; a label file
+stale).  An unusable image (unreadable, undecodable, too small or thin, or one that
+vanished) is skipped and counted once, by its reason (:class:`SkippedImages`); a label file
 with a class id outside the model's classes stops recovery with a line naming it.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +56,8 @@ def letterboxed_sample(path, hw, nc: int | None):
 
 class TrainingSet(torch.utils.data.Dataset):
     """Item ``i``: ("ok", i, image uint8 3xHxW, labels or None), ("skip", i, reason) for an
-    unreadable image, or ("error", i, message) for a bad label file (raised in the main
-    process, so the message stays one line)."""
+    unusable image (``BadImage.reason``), or ("error", i, message) for a bad label file
+    (raised in the main process, so the message stays one line)."""
 
     def __init__(self, paths, hw, nc: int | None = None, cache: str = "none", cache_dir=None):
         if cache not in CACHES or cache == "auto":
@@ -66,15 +68,15 @@ class TrainingSet(torch.utils.data.Dataset):
         self.cache, self.cache_dir = cache, Path(cache_dir) if cache_dir else None
         self.bank: np.ndarray | None = None  # ram cache
         self.bank_labels: list = []
-        self.bank_ok: np.ndarray | None = None
+        self.bank_skipped: dict = {}  # ram cache: index -> reason of each unusable image
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         if self.bank is not None:
-            if not self.bank_ok[i]:
-                return ("skip", i, "unreadable")
+            if i in self.bank_skipped:
+                return ("skip", i, self.bank_skipped[i])
             return ("ok", i, self.bank[i], self.bank_labels[i])
         return self._load(i)
 
@@ -87,7 +89,7 @@ class TrainingSet(torch.utils.data.Dataset):
             else:
                 img, _, labels = letterboxed_sample(self.paths[i], self.hw, self.nc)
         except BadImage as e:
-            return ("skip", i, str(e).split(" (")[0])
+            return ("skip", i, e.reason)
         except InputError as e:
             return ("error", i, str(e))
         return ("ok", i, img, labels)
@@ -121,31 +123,78 @@ class TrainingSet(torch.utils.data.Dataset):
         """The ram cache: every image letterboxed once, in the main process (worker processes
         then share the one array)."""
         n = len(self.paths)
-        bank, ok, labels = np.zeros((n, 3, *self.hw), np.uint8), np.zeros(n, bool), [None] * n
+        bank, labels, skipped = np.zeros((n, 3, *self.hw), np.uint8), [None] * n, {}
         with progress("caching images in memory", n) as bar:
             for i in range(n):
                 item = self._load(i)
                 if item[0] == "error":
                     raise InputError(item[2])
                 if item[0] == "ok":
-                    bank[i], labels[i], ok[i] = item[2], item[3], True
+                    bank[i], labels[i] = item[2], item[3]
+                else:
+                    skipped[i] = item[2]
                 bar.advance()
-        self.bank, self.bank_ok, self.bank_labels = bank, ok, labels
+        self.bank, self.bank_labels, self.bank_skipped = bank, labels, skipped
+
+    def known_skips(self) -> "Skips":
+        """The unusable images already known (all of them once the ram cache is filled)."""
+        return Skips(sorted(self.bank_skipped.items()))
+
+
+@dataclass
+class Skips:
+    """What one batch met besides usable images: the unusable ones (index, reason) and a bad
+    label file's message (raised by the main process, not by a loader worker)."""
+
+    images: list = field(default_factory=list)
+    error: str | None = None
+
+
+class SkippedImages:
+    """The unusable images recovery met, each counted once by its reason, however many
+    epochs, loaders (reconstruction, BatchNorm re-estimation, training) and worker
+    processes met it, and how many images it read: all of them up front with the ram
+    cache; streamed, those training reached (a run stopped early reads fewer)."""
+
+    def __init__(self):
+        self.training: dict = {}  # dataset index -> reason
+        self.read: set = set()  # dataset indices read, usable or not
+        self.held_out: dict = {}  # path -> reason, of the held-out check's images
+        self.held_out_read = 0
+
+    def add(self, skips: Skips, used=()) -> None:
+        """What one batch met: ``skips`` and the indices of its ``used`` images."""
+        if skips.error is not None:
+            raise InputError(skips.error)
+        for i, why in skips.images:
+            self.training.setdefault(int(i), why)
+            self.read.add(int(i))
+        self.read.update(int(i) for i in used)
+
+    def hold_out(self, unusable: dict, read: int) -> None:
+        self.held_out, self.held_out_read = unusable, read
+
+    def counts(self) -> dict:
+        """reason -> images, training and held-out together (sorted by reason)."""
+        out: dict = {}
+        for why in [*self.training.values(), *self.held_out.values()]:
+            out[why] = out.get(why, 0) + 1
+        return dict(sorted(out.items()))
 
 
 def collate(items):
-    """(images uint8 Bx3xHxW, targets (n, 6) image, cls, cx, cy, w, h, sample ids, skipped
-    reasons).  A bad label file is raised here only in the main process: from a worker the
-    message would arrive wrapped in the worker's traceback."""
+    """(images uint8 Bx3xHxW, targets (n, 6) image, cls, cx, cy, w, h, sample ids,
+    :class:`Skips`).  A bad label file is raised here only in the main process: from a worker
+    the message would arrive wrapped in the worker's traceback."""
     errors = [it[2] for it in items if it[0] == "error"]
     if errors:
         import torch.utils.data as tud
 
         if tud.get_worker_info() is None:
             raise InputError(errors[0])
-        return None, None, [], [("error", errors[0])]
+        return None, None, [], Skips(error=errors[0])
     ok = [it for it in items if it[0] == "ok"]
-    skipped = [it[2] for it in items if it[0] == "skip"]
+    skipped = Skips([(it[1], it[2]) for it in items if it[0] == "skip"])
     if not ok:
         return None, None, [], skipped
     x = torch.from_numpy(np.stack([it[2] for it in ok]))
@@ -188,7 +237,10 @@ def make_loader(ds: TrainingSet, sampler, batch: int, workers: int, pin: bool, s
         drop_last=True, persistent_workers=workers > 0, prefetch_factor=2 if workers else None, generator=g)
 
 
-def log_skipped(counts: dict) -> None:
+def log_skipped(skipped: SkippedImages) -> None:
+    counts = skipped.counts()
     if counts:
-        why = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-        G_LOGGER.warning(f"recovery skipped {sum(counts.values())} unusable training images ({why})")
+        why = ", ".join(f"{v} {k}" for k, v in counts.items())
+        held = f"; {len(skipped.held_out)} of them held out for the check" if skipped.held_out else ""
+        G_LOGGER.warning(f"recovery skipped {sum(counts.values())} unusable images of the "
+                         f"{len(skipped.read) + skipped.held_out_read} it read ({why}{held})")

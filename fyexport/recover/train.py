@@ -91,7 +91,7 @@ class Trainer:
 
     def __init__(self, student, teacher, paths: list, output, cfg: RecoverConfig, data=None, holdout=None):
         from . import dist
-        from .data import TrainingSet
+        from .data import SkippedImages, TrainingSet
 
         self.cfg, self.output, self.spec, self.holdout = cfg, Path(output), data, holdout
         self.dist = dist.setup(_resolve(cfg.device))
@@ -112,7 +112,7 @@ class Trainer:
         self.models = self._models(student, teacher)
         self.progress = _Progress()
         self.best_state = None  # the best checked EMA weights
-        self.skipped: dict = {}  # unusable training images by reason
+        self.skipped = SkippedImages()  # unusable images, each counted once
         self.input_wait_s = 0.0
         self.key = self._key(student, teacher, len(paths))
         self.checker = None  # made when training starts (rank 0, with held-out images)
@@ -207,6 +207,7 @@ class Trainer:
 
         if self.dataset.cache == "ram":
             self.dataset.fill_ram()
+            self.skipped.add(self.dataset.known_skips(), range(len(self.dataset)))
         if self.progress.step == 0:
             self._reconstruct() if self.cfg.reconstruct else self._adapt_bn()
         self.models.teacher_training_graph = None  # only the reconstruction needed it
@@ -253,7 +254,11 @@ class Trainer:
         gen = torch.Generator().manual_seed(self.cfg.seed + 3)
         order = torch.randperm(len(self.dataset), generator=gen)[:self.cfg.reconstruct].tolist()
         loader = make_loader(self.dataset, order, self.cfg.batch, 0, False, 0)
-        xs = [images_u8 for images_u8, _, _, _ in loader if images_u8 is not None]
+        xs = []
+        for images_u8, _, ids, skips in loader:
+            self.skipped.add(skips, ids)
+            if images_u8 is not None:
+                xs.append(images_u8)
         if not xs:
             return
         x = torch.cat(xs).to(self.dist.device).float().div_(255.0)
@@ -289,7 +294,8 @@ class Trainer:
         n = 0
         with torch.no_grad():
             loader = make_loader(self.dataset, order[:self.cfg.bn_adapt].tolist(), self.cfg.batch, 0, False, 0)
-            for images_u8, _, _, _ in loader:
+            for images_u8, _, ids, skips in loader:
+                self.skipped.add(skips, ids)
                 if images_u8 is not None:
                     x = images_u8.to(self.dist.device).float().div_(255.0).contiguous(memory_format=torch.channels_last)
                     self.models.student(x)
@@ -373,11 +379,8 @@ class Trainer:
 
         from .augment import augment, random_crop, sample_draws
 
-        images_u8, targets, ids, skipped = batch
-        for why in skipped:
-            if isinstance(why, tuple):  # a bad label file met in a loader worker
-                raise InputError(why[1])
-            self.skipped[why] = self.skipped.get(why, 0) + 1
+        images_u8, targets, ids, skips = batch
+        self.skipped.add(skips, ids)  # raises a bad label file met in a loader worker
         if images_u8 is None:
             return None
         dev, cfg = self.dist.device, self.cfg
@@ -463,7 +466,9 @@ class Trainer:
             return None
         from .check import Checker
 
-        return Checker(self.models.teacher, self.holdout, self.dist.device)
+        checker = Checker(self.models.teacher, self.holdout, self.dist.device)
+        self.skipped.hold_out(checker.unusable, len(checker.images))
+        return checker
 
     def _check(self) -> str:
         """Measure the EMA on the held-out images; keep the best; "target" once it is reached."""
@@ -507,7 +512,7 @@ class Trainer:
                 "input_wait_share": round(self.input_wait_s / total, 4), "stopped": self.progress.stopped,
                 "best": self.progress.best,
                 "reconstruct": self.progress.reconstruct,
-                "skipped": dict(self.skipped), "config": self.cfg.key()}
+                "skipped": self.skipped.counts(), "config": self.cfg.key()}
 
 
 def _batchnorms(model) -> list:

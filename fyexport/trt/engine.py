@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..core.artifacts import write_bytes
+from ..core.artifacts import writable_folder, write_bytes
 from ..core.config import require
 from ..core.errors import FyexportError, InputError
 from ..core.log import G_LOGGER, progress
@@ -146,6 +146,7 @@ def build_engine(onnx_path, engine_path, cfg: EngineConfig) -> EngineResult:
     if engine_path.suffix.lower() not in ENGINE_SUFFIXES:
         raise InputError(f"{engine_path}: engine files end in .engine or .plan")
     proto = check_onnx_file(onnx_path)
+    writable_folder(engine_path.parent)  # before the build (minutes), not after it
     facts = graph_facts(proto)
     if cfg.precision == "auto":
         cfg = replace(cfg, precision="int8" if facts.qdq else "fp32")
