@@ -148,6 +148,14 @@ def test_the_readme_build_on_every_walked_release(walk, tmp_path, monkeypatch, c
         stages = json.loads((out / "manifest.json").read_text())["stages"]
         assert stages["engine"]["status"] == "done"
         assert stages["calibrate"]["status"] == ("done" if version == "11.1" else "cached")
+        # the engine has its own accuracy row, run by TensorRT (the stand-in runs the ONNX it was built
+        # from), and the gate judges the engine rather than the Q/DQ ONNX
+        row = stages["engine"]["info"]["accuracy"]
+        table = json.loads((out / "eval.json").read_text())
+        qdq = table["int8 (TensorRT Q/DQ)"]
+        assert row["artifact"] == "model.engine" and row["images"] == qdq["images"]
+        assert abs(row["map"] - qdq["map"]) < 0.02 and row["agreement"] > 0.9
+        assert json.loads((out / "manifest.json").read_text())["gate"]["final_model"] == "engine (TensorRT)"
 
 
 # -- Jetson: TensorRT 10.3 (JetPack 6) and DLA ---------------------------------------------------------------
