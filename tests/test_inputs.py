@@ -724,23 +724,16 @@ def read_only(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def small_engine(tmp_path_factory, small_onnx):
-    """An fp32 engine of the small model, built on the TensorRT stand-in (for `triton`)."""
-    import sys
-
-    from fake_tensorrt import VERSIONS, make_fake_trt
+    """An fp32 engine of the small model, built on the TensorRT stand-in of the newest release (for
+    `triton`)."""
+    import trt_stand_in as sti
 
     from fyexport.trt.engine import EngineConfig, build_engine
 
-    saved = sys.modules.get("tensorrt")
-    sys.modules["tensorrt"] = make_fake_trt(VERSIONS[-1])
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        sti.install(list(sti.RELEASES)[-1], monkeypatch=mp)
         return build_engine(small_onnx, tmp_path_factory.mktemp("engine") / "m.engine",
                             EngineConfig(precision="fp32")).engine
-    finally:
-        if saved is None:
-            sys.modules.pop("tensorrt")
-        else:
-            sys.modules["tensorrt"] = saved
 
 
 def BENCH_FAST(d):  # noqa: N802 - a command line, like the WRITERS
