@@ -131,3 +131,19 @@ def test_build_names_its_own_flags(tmp_path):
                    "--recover-batch", "0")
     assert proc.returncode == 2 and "--recover-batch must be >= 1" in proc.stderr, proc.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_the_demo_names_its_own_flags_or_the_builds():
+    """A build message run by `demo` (the gate's advice) names the demo's flag where it has one,
+    else `fyexport build`'s flag; warnings are renamed the same way."""
+    from fyexport.cli.pipeline_commands import DEMO
+    from fyexport.core.errors import name_fields
+    from fyexport.pipeline.accuracy import GateResult, gate_failure_line
+
+    names = DEMO.flag_names()
+    assert names["recover.minutes"] == "--recover-minutes" and names["prune.ratio"] == "--prune"
+    assert names["calibrate.exclude"] == "`fyexport build --exclude`"
+    g = GateResult("mAP@.5:.95", 0.45, "int8 (CPU Q/DQ)", 0.35, 0.34, 10.0, 10.6, -0.6, 3.26, "5% + 1", False)
+    line = name_fields(gate_failure_line(g, "out"), names)
+    assert "(--recover-minutes)" in line and "(--prune)" in line and "`fyexport build --auto-exclude`" in line
+    assert "recover.minutes" not in line and "prune.ratio" not in line

@@ -16,6 +16,7 @@ import click
 from ..core.config import ConfigError, default_at, field_type, make_config, rename_fields
 from ..core.errors import FyexportError
 from ..core.imgsize import parse_img_size
+from ..core.log import G_LOGGER
 
 
 class ImgSizeType(click.ParamType):
@@ -65,9 +66,13 @@ def _show(value: tuple) -> str:
 class Fields:
     """The options of one command, each bound to a field of the command's configuration."""
 
-    def __init__(self, root: type):
+    def __init__(self, root: type, runs: "tuple[Fields, str, dict] | None" = None):
+        """``runs``: (the options of the command this one runs, that command's name, {its field:
+        this command's field}): messages naming the other command's fields name this command's
+        flag where it has one, else the other command with its flag."""
         self.root = root
         self.bound: dict[str, tuple[str, str]] = {}  # click parameter name -> (field path, flag)
+        self.runs = runs
 
     def option(self, path: str, *decls: str, **kw):
         """``click.option(*decls)`` whose default is the configuration's for ``path``."""
@@ -100,7 +105,17 @@ class Fields:
         try:
             yield
         except FyexportError as e:
-            raise rename_fields(e, {path: flag for path, flag in self.bound.values()})
+            raise rename_fields(e, self.flag_names())
+
+    def flag_names(self) -> dict:
+        """{field path: what messages call it}: this command's flags, then the command it runs."""
+        own = {path: flag for path, flag in self.bound.values()}
+        if self.runs is None:
+            return own
+        other, name, mine = self.runs
+        theirs = {path: own.get(mine.get(path), f"`fyexport {name} {flag}`")
+                  for path, flag in other.flag_names().items()}
+        return theirs | own
 
     def command(self, group: click.Group, **settings):
         """``group.command`` whose function gets ``cfg`` (this command's configuration) and
@@ -110,6 +125,7 @@ class Fields:
             @functools.wraps(f)
             def run(**kwargs):
                 cfg = self.config(kwargs)
+                G_LOGGER.field_names = self.flag_names()  # warnings name this command's flags too
                 with self.flags_named():
                     return f(cfg, **kwargs)
 

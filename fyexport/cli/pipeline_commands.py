@@ -15,7 +15,9 @@ from .app import cli, logging_options, print_json
 from .int8_commands import METHOD_HELP
 from .options import BATCH_LIST, Fields
 
-BENCH, BUILD, DEMO = Fields(BenchConfig), Fields(BuildConfig), Fields(DemoConfig)
+BENCH, BUILD = Fields(BenchConfig), Fields(BuildConfig)
+DEMO = Fields(DemoConfig, runs=(BUILD, "build", {"prune.ratio": "prune", "recover.minutes": "recover_minutes",
+                                                 "recover.epochs": "recover_epochs", "device": "device"}))
 
 
 @BENCH.command(cli)
