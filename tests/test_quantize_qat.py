@@ -145,7 +145,7 @@ def test_scales_and_zero_points_are_qdq_spec_params(tiny, flavour):
     with torch.no_grad():
         q.qat.amax_rel.copy_(torch.linspace(-0.3, 0.4, len(q.qat.groups)))
         q.qat.gmin_rel.copy_(torch.linspace(0.5, -0.2, len(q.qat.groups)))
-    moved = trained_ranges(q, r)
+    moved = trained_ranges(q)
     assert isinstance(moved, QuantRanges) and moved.amax != r.amax
     scale, zp = q.qat.params()
     for spec, row in q.qat.row.items():
@@ -355,7 +355,7 @@ def _pow2(model, onnx_path, ranges, flavour, out: Path):
     out.mkdir(parents=True, exist_ok=True)
     export_onnx(strip_qat(q), out / "fp32.onnx", img_size=320)
     q = start_qat(strip_qat(q), out / "fp32.onnx", r2, flavour, learn=False)
-    write_qat_models(q, r2, out, img_size=320, flavours=(flavour,))
+    write_qat_models(q, out, img_size=320, flavours=(flavour,))
     return q, out
 
 
@@ -420,7 +420,7 @@ def test_frozen_scales_reproduce_the_ptq_models(tiny, tmp_path):
     model, onnx_path, _, cal = tiny
     r = _ranges(cal)
     q = start_qat(model, onnx_path, r, "cpu", learn=False)
-    ex = write_qat_models(q, r, tmp_path, img_size=320)
+    ex = write_qat_models(q, tmp_path, img_size=320)
     for f in ("model.qdq.onnx", "model.qdq.fp16.onnx", "model.qdq.cpu.onnx"):
         a = onnx.load(str(cal / f)).graph.SerializeToString()
         assert a == onnx.load(str(tmp_path / f)).graph.SerializeToString(), f
@@ -448,7 +448,7 @@ def test_a_bias_corrected_ptq_start_is_reproduced(tiny, tmp_path):
     shifts = local_shifts(proto, plan, r.amax, r.gmin, x, "trt")
     ptq = build_qdq(proto, plan, r.amax, r.gmin, r.ranges, "trt", shifts)
     q = prepare_qat(model, proto, plan, r, "trt", learn=False, bias_shift=shifts)
-    write_qat_models(q, r, tmp_path, img_size=320, flavours=("trt",))
+    write_qat_models(q, tmp_path, img_size=320, flavours=("trt",))
     a, b = cpu_session(ptq), cpu_session(tmp_path / "model.qdq.onnx")
     for i in range(2):
         assert np.array_equal(a.run(None, {"images": x[i:i + 1]})[0], b.run(None, {"images": x[i:i + 1]})[0])
@@ -460,6 +460,7 @@ def test_copies_strip_and_checkpoint(tiny, tmp_path):
     import copy
 
     import fyexport
+    from fyexport.errors import InputError
     from fyexport.quantize.qat import is_qat, plain_state_dict, strip_qat
     from fyexport.quantize.qat_export import start_qat
 
@@ -483,6 +484,21 @@ def test_copies_strip_and_checkpoint(tiny, tmp_path):
     back = fyexport.load(tmp_path / "p.pt")
     with torch.no_grad():
         assert torch.allclose(back(x)[0], fused(x)[0], atol=1e-4)
+    # the checkpoint carries the trained ranges: the QAT model comes back exactly
+    import onnx
+
+    from fyexport.quantize.graph import analyse
+    from fyexport.quantize.qat import resume_qat
+
+    with torch.no_grad():
+        q.qat.amax_rel.add_(0.05)
+    fyexport.save(strip_qat(q), tmp_path / "q.pt")
+    proto = onnx.load(str(onnx_path))
+    again = resume_qat(fyexport.load(tmp_path / "q.pt"), proto, analyse(proto)).eval()
+    with torch.no_grad():
+        assert torch.equal(again(x)[0], q(x)[0])
+    with pytest.raises(InputError, match="no quantization-aware training record"):
+        resume_qat(model, proto, analyse(proto))
 
 
 @pytest.mark.parametrize("learn", [True, False])
@@ -503,7 +519,7 @@ def test_finetune_moves_what_it_should_and_exports(tiny, tmp_path, learn):
     assert not torch.equal(res.model.get_submodule("model.0.conv").weight, w0)
     moved = res.model.qat.amax_rel.detach().abs().max().item()
     assert (moved > 0) == learn
-    ex = write_qat_models(res.model, r, tmp_path, img_size=320, flavours=("trt", "cpu"))
+    ex = write_qat_models(res.model, tmp_path, img_size=320, flavours=("trt", "cpu"))
     assert (max(abs(v) for v in ex.moved.values()) > 0) == learn
     assert {"trt", "cpu", "cache", "record"} <= set(ex.files)
 

@@ -54,6 +54,15 @@ class QuantRanges:
     ranges: dict = field(default_factory=dict)
     exclude: str | None = None  # the regex of Conv nodes kept in float, as calibrated
 
+    def to_dict(self) -> dict:
+        ranges = {k: list(v) for k, v in self.ranges.items()}
+        return {"amax": dict(self.amax), "gmin": dict(self.gmin), "ranges": ranges, "exclude": self.exclude}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantRanges":
+        return cls(dict(d["amax"]), dict(d["gmin"]), {k: list(v) for k, v in d.get("ranges", {}).items()},
+                   d.get("exclude"))
+
     @classmethod
     def from_calib_json(cls, path) -> "QuantRanges":
         try:
@@ -101,37 +110,34 @@ class FakeQuant(torch.autograd.Function):
     """QuantizeLinear -> DequantizeLinear in float32 (x / scale, round half to even, + zero
     point, saturate, - zero point, * scale), returned in ``x``'s dtype.  Gradients: ``x``
     straight through inside the range; scale and zero point as in LSQ (Esser et al. 2020):
-    d y / d s = round(x/s) - x/s inside, q - z at the clip; d y / d z = -s at the clip.
-    ``zp`` None: symmetric (zero point 0)."""
+    d y / d s = round(x/s) - x/s inside, q - z at the clip (= (y - x [inside]) / s); d y / d z =
+    -s at the clip.  ``zp`` None: symmetric (zero point 0)."""
 
     @staticmethod
     def forward(ctx, x, scale, zp, qmin: float, qmax: float):
         y = torch.div(x.float(), scale).round_()  # in place: one temporary, ONNX's order of operations
         if zp is not None:
-            y.add_(zp).clamp_(qmin, qmax).sub_(zp)
-        else:
-            y.clamp_(qmin, qmax)
-        y.mul_(scale)
-        ctx.save_for_backward(x, scale, zp)
-        ctx.qrange = (qmin, qmax)
-        return y.to(x.dtype)
+            y.add_(zp)
+        inside = (y >= qmin).logical_and_(y <= qmax)
+        y.clamp_(qmin, qmax)
+        if zp is not None:
+            y.sub_(zp)
+        out = y.mul_(scale).to(x.dtype)
+        ranges_grad = ctx.needs_input_grad[1] or (zp is not None and ctx.needs_input_grad[2])
+        ctx.save_for_backward(inside, x if ranges_grad else None, out if ranges_grad else None, scale)
+        ctx.symmetric = zp is None
+        return out
 
     @staticmethod
     def backward(ctx, g):
-        x, scale, zp = ctx.saved_tensors
-        qmin, qmax = ctx.qrange
-        z = zp if zp is not None else 0.0
-        xs = x.float() / scale
-        r = torch.round(xs)
-        q = r + z
-        inside = (q >= qmin) & (q <= qmax)
-        g32 = g.float()
-        gx = (g32 * inside).to(x.dtype) if ctx.needs_input_grad[0] else None
+        inside, x, y, scale = ctx.saved_tensors
+        gx = g * inside
         gs = gz = None
         if ctx.needs_input_grad[1]:
-            gs = (g32 * torch.where(inside, r - xs, q.clamp(qmin, qmax) - z)).sum().reshape(scale.shape)
-        if zp is not None and ctx.needs_input_grad[2]:
-            gz = (-scale * (g32 * ~inside).sum()).reshape(zp.shape)
+            # elementwise first: the in-range residual y - x is small, the two sums would cancel
+            gs = (g * (y - x * inside)).sum(dtype=torch.float32) / scale
+        if not ctx.symmetric and ctx.needs_input_grad[2]:
+            gz = -scale * (g.sum(dtype=torch.float32) - gx.sum(dtype=torch.float32))
         return gx, gs, gz, None, None
 
 
@@ -176,6 +182,7 @@ class QatState(nn.Module):
         self.flavour = placement.flavour
         self.qmin, self.qmax = FLAVOUR_RANGE[self.flavour]
         self.groups = sorted(ranges.amax)
+        self.fixed_ranges, self.exclude = dict(ranges.ranges), ranges.exclude  # not trained
         self.specs = list(dict.fromkeys([*placement.inputs.values(), *placement.silu.values(),
                                          *(s for s in placement.conv_input.values() if s is not None)]))
         self.row = {s: i for i, s in enumerate(self.specs)}
@@ -373,13 +380,19 @@ def is_qat(model) -> bool:
     return isinstance(getattr(model, "qat", None), QatState)
 
 
-def trained_ranges(model, calibrated: QuantRanges) -> QuantRanges:
+def trained_ranges(model) -> QuantRanges:
     """The ranges the QAT ``model`` has now (float64, as the Q/DQ export takes them)."""
     st = model.qat
     with torch.no_grad():
         amax, gmin = (v.cpu().tolist() for v in st.group_values())
-    return QuantRanges(dict(zip(st.groups, amax)), dict(zip(st.groups, gmin)), dict(calibrated.ranges),
-                       calibrated.exclude)
+    return QuantRanges(dict(zip(st.groups, amax)), dict(zip(st.groups, gmin)), dict(st.fixed_ranges), st.exclude)
+
+
+def starting_ranges(model) -> QuantRanges:
+    """The ranges the QAT ``model`` started from (bit for bit)."""
+    st = model.qat
+    amax, gmin = (st.base_amax.view(torch.float64).cpu().tolist(), st.base_gmin.view(torch.float64).cpu().tolist())
+    return QuantRanges(dict(zip(st.groups, amax)), dict(zip(st.groups, gmin)), dict(st.fixed_ranges), st.exclude)
 
 
 def plain_state_dict(model) -> dict:
@@ -395,4 +408,15 @@ def strip_qat(model):
     out = model_from_state(model.yaml, sd, fused=True, path="<quantization-aware model>", nc=model.nc)
     out.names = list(model.names)
     out.meta = dict(model.meta)
+    out.meta["qat"] = dict(out.meta.get("qat") or {}) | {"ranges": trained_ranges(model).to_dict()}
     return out
+
+
+def resume_qat(model, proto, plan, learn: bool = True):
+    """The QAT model of a checkpoint saved from :func:`strip_qat` (its ``meta["qat"]``: flavour and
+    trained ranges), ready to train on or to export."""
+    rec = (model.meta or {}).get("qat") or {}
+    if "ranges" not in rec or rec.get("flavour") not in FLAVOUR_RANGE:
+        raise InputError("the model carries no quantization-aware training record",
+                         "Give the checkpoint written by quantization-aware training")
+    return prepare_qat(model, proto, plan, QuantRanges.from_dict(rec["ranges"]), rec["flavour"], learn)

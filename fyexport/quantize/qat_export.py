@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import InternalError
 from .calibration import ARTIFACTS, FLAVOURS, AmaxChoice
-from .qat import QuantRanges, prepare_qat, strip_qat, trained_ranges
+from .qat import QuantRanges, prepare_qat, starting_ranges, strip_qat, trained_ranges
 
 QAT_RECORD = "qat.json"
 
@@ -54,9 +54,8 @@ def start_qat(model, onnx_path, ranges: QuantRanges, flavour: str = "trt", learn
     return prepare_qat(model, proto, analyse(proto, ranges.exclude), ranges, flavour, learn)
 
 
-def write_qat_models(qat_model, calibrated: QuantRanges, out_dir, img_size=640, fp32_onnx=None, batch: int = 1,
-                     dynamic_batch: bool = False, flavours=tuple(FLAVOURS), trt_version: int | None = None,
-                     info: dict | None = None) -> QatExport:
+def write_qat_models(qat_model, out_dir, img_size=640, fp32_onnx=None, batch: int = 1, dynamic_batch: bool = False,
+                     flavours=tuple(FLAVOURS), trt_version: int | None = None, info: dict | None = None) -> QatExport:
     """Write the trained ``qat_model`` as Q/DQ models (``flavours``), calib.cache with the
     trained ranges and qat.json to ``out_dir``; the FP32 ONNX of the trained weights goes to
     ``fp32_onnx`` (default ``out_dir/model.qat.onnx``).  ``info`` is recorded in qat.json and
@@ -73,9 +72,10 @@ def write_qat_models(qat_model, calibrated: QuantRanges, out_dir, img_size=640, 
     fp32 = Path(fp32_onnx) if fp32_onnx else out_dir / "model.qat.onnx"
     export_onnx(strip_qat(qat_model), fp32, img_size=img_size, batch=batch, dynamic_batch=dynamic_batch)
     proto = check_onnx_file(fp32)
+    calibrated = starting_ranges(qat_model)
     plan = analyse(proto, calibrated.exclude)
     _check_same_plan(qat_model, plan)
-    trained = trained_ranges(qat_model, calibrated)
+    trained = trained_ranges(qat_model)
     moved = {g: trained.amax[g] / calibrated.amax[g] - 1 for g in trained.amax if calibrated.amax[g]}
     record = {"flavour_trained": qat_model.qat.flavour, "learned_ranges": bool(qat_model.qat.amax_rel.requires_grad),
               "groups": len(plan.groups), "quantized_convs": len(plan.conv_nodes), "float_convs": plan.excluded_convs,

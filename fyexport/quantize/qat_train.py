@@ -150,6 +150,7 @@ def qat_finetune(qat_model, teacher, paths: list, cfg: QatConfig | None = None, 
     ``cfg.time_budget_s`` seconds, whichever ends first."""
     import torch
 
+    from ..log import progress
     from ..runners.torch_runner import resolve_device
     from .qat import is_qat
 
@@ -162,22 +163,22 @@ def qat_finetune(qat_model, teacher, paths: list, cfg: QatConfig | None = None, 
     t = copy.deepcopy(teacher).float().eval()
     t.fuse()
     step = _Step(qat_model, t, cfg, device, data is not None)
-    batches = _batches(paths, cfg, device, data)
-    history, sums, n, t0 = [], None, 0, time.perf_counter()
-    k = 0
-    while k < cfg.steps:
-        x, tg = next(batches)
-        parts = step(x, tg, lr_scale(cfg, k, cfg.steps))
-        sums = parts if sums is None else {key: sums[key] + v for key, v in parts.items()}
-        n += 1
-        k += 1
-        if k % 25 == 0 or k == cfg.steps:
-            history.append({key: float(v) / n for key, v in sums.items()} | {"step": k})
-            if not math.isfinite(history[-1]["loss"]):
-                raise FyexportError("quantization-aware training diverged (loss is not finite)", "Lower the lr")
-            sums, n = None, 0
-        if cfg.time_budget_s is not None and time.perf_counter() - t0 >= cfg.time_budget_s:
-            break
+    batches = _batches(_loader(paths, cfg, device, data), cfg, device, data)  # images cached before the clock
+    history, sums, n, k, t0 = [], None, 0, 0, time.perf_counter()
+    with progress("quantization-aware training", cfg.steps) as bar:
+        while k < cfg.steps:
+            x, tg = next(batches)
+            parts = step(x, tg, lr_scale(cfg, k, cfg.steps))
+            sums = parts if sums is None else {key: sums[key] + v for key, v in parts.items()}
+            n, k = n + 1, k + 1
+            bar.advance()
+            if k % 25 == 0 or k == cfg.steps:
+                history.append(_mean_parts(sums, n) | {"step": k})
+                sums, n = None, 0
+            if cfg.time_budget_s is not None and time.perf_counter() - t0 >= cfg.time_budget_s:
+                break
+    if sums is not None:
+        history.append(_mean_parts(sums, n) | {"step": k})
     seconds = time.perf_counter() - t0
     out = (step.ema.ema if step.ema is not None else step.student).cpu().float()
     out = out.to(memory_format=torch.contiguous_format).eval()
@@ -185,11 +186,15 @@ def qat_finetune(qat_model, teacher, paths: list, cfg: QatConfig | None = None, 
     return QatResult(out, k, seconds, k * cfg.batch / max(seconds, 1e-9), history, device, step.amp)
 
 
-def _batches(paths: list, cfg: QatConfig, device: str, data):
-    """Endless augmented (x, targets) batches on ``device``, a fresh seeded order every epoch."""
-    import torch
+def _mean_parts(sums: dict, n: int) -> dict:
+    out = {key: float(v) / n for key, v in sums.items()}
+    if not math.isfinite(out["loss"]):
+        raise FyexportError("quantization-aware training diverged (loss is not finite)", "Lower the lr")
+    return out
 
-    from ..recover.augment import augment, random_crop, sample_draws
+
+def _loader(paths: list, cfg: QatConfig, device: str, data):
+    """(dataset, loader, sampler) of recovery's pipeline; a small set is letterboxed into memory now."""
     from ..recover.config import RAM_CACHE_AUTO_BYTES
     from ..recover.data import EpochSampler, TrainingSet, default_workers, make_loader
 
@@ -203,6 +208,16 @@ def _batches(paths: list, cfg: QatConfig, device: str, data):
     workers = cfg.workers if cfg.workers is not None else default_workers(device)
     sampler = EpochSampler()
     loader = make_loader(ds, sampler, cfg.batch, 0 if cache == "ram" else workers, device.startswith("cuda"), cfg.seed)
+    return ds, loader, sampler
+
+
+def _batches(pipeline, cfg: QatConfig, device: str, data):
+    """Endless augmented (x, targets) batches on ``device``, a fresh seeded order every epoch."""
+    import torch
+
+    from ..recover.augment import augment, random_crop, sample_draws
+
+    ds, loader, sampler = pipeline
     epoch = 0
     while True:
         sampler.indices = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
