@@ -51,7 +51,7 @@ def accuracy(args, out: Path, log: dict) -> None:
 
 
 def qat(args, out: Path, log: dict) -> None:
-    from fyexport.quantize.qat_train import qat_step_time  # issue 24
+    from fyexport.recover.qat import qat_step_time  # issue 24
 
     log["qat"] = qat_step_time(args.weights, args.data, device=args.gpu, batch=args.batch, img_size=640)
 

@@ -7,7 +7,7 @@
 For each model: its FP32 ONNX is exported, calibrated on random images (the ranges only set
 where the clipping falls; the time does not depend on them), and one training step of
 distillation from the FP32 model is timed for the plain model and for the TensorRT and CPU
-flavours of fake quantization (``fyexport.quantize.qat_train.qat_step_time``: median of
+flavours of fake quantization (``fyexport.recover.qat.qat_step_time``: median of
 ``--steps`` after a warm-up, device synchronised, bf16 autocast).  Writes
 ``results/qat-step-<machine>.json``.
 """
@@ -27,7 +27,7 @@ def ranges_for(model, work: Path, img_size: int):
     import numpy as np
     from PIL import Image
 
-    from fyexport.export import export_onnx
+    from fyexport.onnx.export import export_onnx
     from fyexport.quantize.qat_export import calibrated_ranges
 
     imgs = work / "images"
@@ -50,9 +50,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     a = ap.parse_args()
     import fyexport
-    from fyexport.machine import machine_info
+    from fyexport.core.machine import machine_info
     from fyexport.quantize.qat_export import start_qat
-    from fyexport.quantize.qat_train import qat_step_time
+    from fyexport.recover.qat import qat_step_time
 
     out = {"machine": machine_info(), "settings": vars(a), "models": {}}
     for name, path in [("tiny", a.weights)] + ([("full", a.full)] if a.full else []):

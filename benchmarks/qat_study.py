@@ -11,8 +11,8 @@ Every row is cached in ``WORK/rows/<name>.json`` (delete one to rerun it); the t
 ``results/qat-<machine>.json``.  PTQ rows are ``fyexport calibrate`` with the given method
 (bias correction on, as the build); QAT rows start from fyexport's calibration of the same
 images (every conv but the 3 head convs quantized, no bias correction), fine-tune with fake
-quantization in the loop (``fyexport.quantize.qat_train``) and export through the PTQ path.
-A recipe is a JSON object of :class:`~fyexport.quantize.qat_train.QatConfig` fields plus
+quantization in the loop (``fyexport.recover.qat``) and export through the PTQ path.
+A recipe is a JSON object of :class:`~fyexport.recover.qat.QatConfig` fields plus
 ``name``, ``flavour`` (the flavour trained: trt or cpu) and ``start`` (the calibration method).
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ DEFAULT_RECIPES = [
 
 
 def evaluate_map(runner, data, n) -> dict:
-    from fyexport.evaluate import evaluate
+    from fyexport.evaluation.metrics import evaluate
 
     r = evaluate(runner, data, max_images=n)
     return {"map50": round(r.map50, 4), "map": round(r.map, 4)}
@@ -88,9 +88,9 @@ def ptq_row(name: str, kw: dict, fp32: Path, calib: Path, work: Path, a) -> dict
 
 
 def qat_row(recipe: dict, student, teacher, fp32: Path, calib: Path, work: Path, a) -> dict:
-    from fyexport.data import load_data_yaml
+    from fyexport.data.labels import load_data_yaml
     from fyexport.quantize.qat_export import calibrated_ranges, start_qat, write_qat_models
-    from fyexport.quantize.qat_train import QatConfig, qat_finetune
+    from fyexport.recover.qat import QatConfig, qat_finetune
 
     r = dict(recipe)
     name, flavour, start = r.pop("name"), r.pop("flavour", "trt"), r.pop("start", "entropy")
@@ -175,9 +175,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="skip the FP32 evaluation of the trained weights")
     a = ap.parse_args()
     import fyexport
-    from fyexport.data import load_data_yaml
-    from fyexport.export import export_onnx
-    from fyexport.machine import machine_info
+    from fyexport.data.labels import load_data_yaml
+    from fyexport.onnx.export import export_onnx
+    from fyexport.core.machine import machine_info
 
     work = Path(a.work).resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,8 @@ def tiny(tmp_path_factory):
     """(model, its FP32 ONNX at 320, shapes data yaml with 16 val images at 320, calibration dir
     without bias correction)."""
     import fyexport
-    from fyexport.datasets.shapes import generate
-    from fyexport.export import export_onnx
+    from fyexport.data.shapes import generate
+    from fyexport.onnx.export import export_onnx
     from fyexport.quantize import calibrate
 
     root = tmp_path_factory.mktemp("qat")
@@ -48,8 +48,8 @@ def _ranges(cal):
 
 
 def _images(yaml, split="val", n=2, size=320):
-    from fyexport.data import load_data_yaml
-    from fyexport.preprocess import iter_prepared
+    from fyexport.data.labels import load_data_yaml
+    from fyexport.data.images import iter_prepared
 
     return np.stack(list(iter_prepared(load_data_yaml(yaml).images(split)[:n], (size, size))))
 
@@ -65,7 +65,7 @@ def test_fake_quant_is_onnx_quantize_dequantize_bit_for_bit(unsigned):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from fyexport.onnx_facts import cpu_session
+    from fyexport.onnx.facts import cpu_session
     from fyexport.quantize.qat import FakeQuant
 
     rng = np.random.default_rng(0)
@@ -133,7 +133,7 @@ def test_weights_and_bias_are_quantized_as_qdq_does():
 @pytest.mark.parametrize("flavour", ["trt", "cpu"])
 def test_scales_and_zero_points_are_qdq_spec_params(tiny, flavour):
     """Every row of the QAT ranges equals qdq.spec_params bit for bit, calibrated and moved."""
-    from fyexport.onnx_facts import check_onnx_file
+    from fyexport.onnx.facts import check_onnx_file
     from fyexport.quantize.qat import QuantRanges, trained_ranges
     from fyexport.quantize.qat_export import start_qat
     from fyexport.quantize.qdq import spec_params
@@ -203,7 +203,7 @@ def test_placement_refuses_an_onnx_of_another_model(tiny):
 
     import onnx
 
-    from fyexport.errors import InputError
+    from fyexport.core.errors import InputError
     from fyexport.quantize.graph import analyse
     from fyexport.quantize.qat import prepare_qat
 
@@ -253,7 +253,7 @@ def forced_parity(qat_model, qdq_path, proto, plan, x) -> dict:
     Runtime's values of its inputs; {module: (max abs difference, largest |output|)}."""
     import onnx
 
-    from fyexport.onnx_facts import cpu_session
+    from fyexport.onnx.facts import cpu_session
 
     ins, outs = _leaf_io(qat_model, proto, plan)
     m = onnx.load(str(qdq_path))
@@ -305,8 +305,8 @@ def test_full_yolov7_silu_and_sppcspc_layer_parity(flavour, tmp_path_factory):
     import onnx
 
     import fyexport
-    from fyexport.datasets.shapes import generate
-    from fyexport.export import export_onnx
+    from fyexport.data.shapes import generate
+    from fyexport.onnx.export import export_onnx
     from fyexport.quantize import calibrate
     from fyexport.quantize.graph import analyse
     from fyexport.quantize.qat_export import start_qat
@@ -333,7 +333,7 @@ def _pow2(model, onnx_path, ranges, flavour, out: Path):
     """The tiny model with every scale a power of two (activation ranges, per-channel weight
     scales; biases on their accumulator's grid; the CPU flavour with minimum 0, so zero points
     are 0): every float operation of its INT8 network is exact.  Returns (QAT model, Q/DQ dir)."""
-    from fyexport.export import export_onnx
+    from fyexport.onnx.export import export_onnx
     from fyexport.quantize.qat import QuantRanges, strip_qat
     from fyexport.quantize.qat_export import start_qat, write_qat_models
 
@@ -366,7 +366,7 @@ def _binarized(yaml, out: Path) -> Path:
 
     from PIL import Image
 
-    from fyexport.data import load_data_yaml
+    from fyexport.data.labels import load_data_yaml
 
     spec = load_data_yaml(yaml)
     (out / "images" / "val").mkdir(parents=True, exist_ok=True)
@@ -386,8 +386,8 @@ def test_end_to_end_parity_and_the_same_map(tiny, tmp_path, flavour):
     ONNX Runtime (all graph optimisations: the CPU flavour runs fused QLinearConv) agree to float
     rounding of the decode, and their mAP on the shapes validation images is the same (CPU
     flavour: binarized images, whose 1/255 input quantization is exact)."""
-    from fyexport.evaluate import evaluate
-    from fyexport.onnx_facts import cpu_session
+    from fyexport.evaluation.metrics import evaluate
+    from fyexport.onnx.facts import cpu_session
     from fyexport.runners import open_runner
     from fyexport.runners.torch_runner import TorchRunner
 
@@ -433,7 +433,7 @@ def test_a_bias_corrected_ptq_start_is_reproduced(tiny, tmp_path):
     gives the same outputs as that PTQ model on ONNX Runtime, bit for bit."""
     import onnx
 
-    from fyexport.onnx_facts import cpu_session
+    from fyexport.onnx.facts import cpu_session
     from fyexport.quantize.bias import local_shifts
     from fyexport.quantize.graph import analyse
     from fyexport.quantize.qat import prepare_qat
@@ -460,7 +460,7 @@ def test_copies_strip_and_checkpoint(tiny, tmp_path):
     import copy
 
     import fyexport
-    from fyexport.errors import InputError
+    from fyexport.core.errors import InputError
     from fyexport.quantize.qat import is_qat, plain_state_dict, strip_qat
     from fyexport.quantize.qat_export import start_qat
 
@@ -503,9 +503,9 @@ def test_copies_strip_and_checkpoint(tiny, tmp_path):
 
 @pytest.mark.parametrize("learn", [True, False])
 def test_finetune_moves_what_it_should_and_exports(tiny, tmp_path, learn):
-    from fyexport.data import load_data_yaml
+    from fyexport.data.labels import load_data_yaml
     from fyexport.quantize.qat_export import start_qat, write_qat_models
-    from fyexport.quantize.qat_train import QatConfig, qat_finetune
+    from fyexport.recover.qat import QatConfig, qat_finetune
 
     model, onnx_path, yaml, cal = tiny
     r = _ranges(cal)
@@ -526,7 +526,7 @@ def test_finetune_moves_what_it_should_and_exports(tiny, tmp_path, learn):
 
 def test_step_time_runs_on_the_cpu(tiny):
     from fyexport.quantize.qat_export import start_qat
-    from fyexport.quantize.qat_train import qat_step_time
+    from fyexport.recover.qat import qat_step_time
 
     model, onnx_path, _, cal = tiny
     q = start_qat(model, onnx_path, _ranges(cal), "trt")

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .qat_place import Placement, place
 from .qdq import SILU_PRE_CLIP
 
@@ -332,8 +332,8 @@ def prepare_qat(model, proto, plan, ranges: QuantRanges, flavour: str = "trt", l
     state = QatState(pl, ranges, learn)
     m.qat = state
     _install(m, pl, state)
-    m.meta = dict(m.meta) | {"qat": {"flavour": flavour, "learn": bool(learn), "groups": len(state.groups),
-                                     "quantized_convs": len(pl.convs)}}
+    m.meta = m.meta.with_(qat={"flavour": flavour, "learn": bool(learn), "groups": len(state.groups),
+                               "quantized_convs": len(pl.convs)})
     m.qat_placement = pl
     return m
 
@@ -407,15 +407,14 @@ def strip_qat(model):
     sd = {k: v.detach().cpu().float() if v.is_floating_point() else v.cpu() for k, v in plain_state_dict(model).items()}
     out = model_from_state(model.yaml, sd, fused=True, path="<quantization-aware model>", nc=model.nc)
     out.names = list(model.names)
-    out.meta = dict(model.meta)
-    out.meta["qat"] = dict(out.meta.get("qat") or {}) | {"ranges": trained_ranges(model).to_dict()}
+    out.meta = model.meta.with_(qat=dict(model.meta.get("qat") or {}) | {"ranges": trained_ranges(model).to_dict()})
     return out
 
 
 def resume_qat(model, proto, plan, learn: bool = True):
     """The QAT model of a checkpoint saved from :func:`strip_qat` (its ``meta["qat"]``: flavour and
     trained ranges), ready to train on or to export."""
-    rec = (model.meta or {}).get("qat") or {}
+    rec = model.meta.get("qat") or {}
     if "ranges" not in rec or rec.get("flavour") not in FLAVOUR_RANGE:
         raise InputError("the model carries no quantization-aware training record",
                          "Give the checkpoint written by quantization-aware training")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InternalError
+from ..core.errors import InternalError
 from .calibration import ARTIFACTS, FLAVOURS, AmaxChoice
 from .qat import QuantRanges, prepare_qat, starting_ranges, strip_qat, trained_ranges
 
@@ -47,7 +47,7 @@ def calibrated_ranges(onnx_path, images, out_dir, method: str = "entropy", num_i
 def start_qat(model, onnx_path, ranges: QuantRanges, flavour: str = "trt", learn: bool = True):
     """The QAT model of ``model`` for the FP32 ONNX ``onnx_path`` exported from it and its
     calibrated ``ranges``."""
-    from ..onnx_facts import check_onnx_file
+    from ..onnx.facts import check_onnx_file
     from .graph import analyse
 
     proto = check_onnx_file(onnx_path)
@@ -60,9 +60,9 @@ def write_qat_models(qat_model, out_dir, img_size=640, fp32_onnx=None, batch: in
     trained ranges and qat.json to ``out_dir``; the FP32 ONNX of the trained weights goes to
     ``fp32_onnx`` (default ``out_dir/model.qat.onnx``).  ``info`` is recorded in qat.json and
     in the models' metadata."""
-    from ..artifacts import write_json, write_text
-    from ..export import export_onnx
-    from ..onnx_facts import check_onnx_file, read_meta
+    from ..core.artifacts import write_json, write_text
+    from ..onnx.export import export_onnx
+    from ..onnx.facts import check_onnx_file, read_meta
     from .cache import format_cache, trt_version_number
     from .calibration import write_flavours
     from .graph import analyse
@@ -80,7 +80,7 @@ def write_qat_models(qat_model, out_dir, img_size=640, fp32_onnx=None, batch: in
     record = {"flavour_trained": qat_model.qat.flavour, "learned_ranges": bool(qat_model.qat.amax_rel.requires_grad),
               "groups": len(plan.groups), "quantized_convs": len(plan.conv_nodes), "float_convs": plan.excluded_convs,
               "amax_change_max": max((abs(v) for v in moved.values()), default=0.0), **(info or {})}
-    meta = read_meta(proto) | {"calibration": {"method": "qat"}, "qat": record}
+    meta = read_meta(proto).with_(calibration={"method": "qat"}, qat=record)
     files = write_flavours(proto, plan, AmaxChoice("qat", trained.amax, trained.gmin), trained.ranges, {}, meta,
                            out_dir, flavours)
     ver = trt_version if trt_version is not None else trt_version_number()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .graph import Plan, graph_index
 
 VALUE_MOVERS = ("Concat", "MaxPool", "Resize", "Slice", "Upsample")  # output values are input values

@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from ..errors import FyexportError, InputError
+from ..core.errors import FyexportError, InputError
 
 SCHEDULES = ("cosine", "constant")
 
@@ -74,9 +74,9 @@ class _Step:
     def __init__(self, student, teacher, cfg: QatConfig, device: str, labels: bool):
         import torch
 
-        from ..loss import DistillLoss, YoloLoss
-        from ..machine import cpu_has_native_bf16
-        from ..recover.train import Ema
+        from .loss import DistillLoss, YoloLoss
+        from ..core.machine import cpu_has_native_bf16
+        from .train import Ema
 
         self.cfg, self.device = cfg, device
         self.amp = bool(cfg.amp and (device.startswith("cuda") or cpu_has_native_bf16()))
@@ -136,8 +136,8 @@ def _optimizer(model, cfg: QatConfig):
 
 def lr_scale(cfg: QatConfig, step: int, total: int) -> float:
     """Warm-up then cosine to 5% (recovery's :func:`fyexport.recover.train.lr_at`), or constant."""
-    from ..recover.config import RecoverConfig
-    from ..recover.train import lr_at
+    from .config import RecoverConfig
+    from .train import lr_at
 
     if cfg.schedule == "constant":
         return min(1.0, (step + 1) / max(cfg.warmup_iters, 1))
@@ -150,9 +150,9 @@ def qat_finetune(qat_model, teacher, paths: list, cfg: QatConfig | None = None, 
     ``cfg.time_budget_s`` seconds, whichever ends first."""
     import torch
 
-    from ..log import progress
-    from ..runners.torch_runner import resolve_device
-    from .qat import is_qat
+    from ..core.log import progress
+    from ..core.machine import resolve_device
+    from ..quantize.qat import is_qat
 
     cfg = cfg or QatConfig()
     cfg.validate()
@@ -195,8 +195,8 @@ def _mean_parts(sums: dict, n: int) -> dict:
 
 def _loader(paths: list, cfg: QatConfig, device: str, data):
     """(dataset, loader, sampler) of recovery's pipeline; a small set is letterboxed into memory now."""
-    from ..recover.config import RAM_CACHE_AUTO_BYTES
-    from ..recover.data import EpochSampler, TrainingSet, default_workers, make_loader
+    from .config import RAM_CACHE_AUTO_BYTES
+    from .data import EpochSampler, TrainingSet, default_workers, make_loader
 
     small = len(paths) * 3 * cfg.hw[0] * cfg.hw[1] <= RAM_CACHE_AUTO_BYTES
     cache = cfg.cache if cfg.cache != "auto" else ("ram" if small else "none")
@@ -215,7 +215,7 @@ def _batches(pipeline, cfg: QatConfig, device: str, data):
     """Endless augmented (x, targets) batches on ``device``, a fresh seeded order every epoch."""
     import torch
 
-    from ..recover.augment import augment, random_crop, sample_draws
+    from .augment import augment, random_crop, sample_draws
 
     ds, loader, sampler = pipeline
     epoch = 0
@@ -244,8 +244,8 @@ def qat_step_time(model, teacher, batch: int = 16, img_size: int = 320, device: 
 
     import torch
 
-    from ..runners.torch_runner import resolve_device
-    from .qat import is_qat
+    from ..core.machine import resolve_device
+    from ..quantize.qat import is_qat
 
     dev = resolve_device(device)
     cfg = QatConfig(batch=batch, img_size=img_size, crop=None, amp=amp, ema_decay=None)
