@@ -110,7 +110,7 @@ def qat_row(recipe: dict, student, teacher, fp32: Path, calib: Path, work: Path,
     t_cal = time.perf_counter() - t0
     q = start_qat(student, fp32, ranges, flavour, learn=r.get("learn_scales", True))
     spec = load_data_yaml(a.data)
-    cfg = QatConfig(**({"img_size": a.img_size} | r))
+    cfg = QatConfig(**({"img_size": a.img_size, "flavour": flavour} | r))
     res = qat_finetune(q, teacher, spec.images("train"), cfg, data=spec if a.labels else None)
     t1 = time.perf_counter()
     ex = write_qat_models(res.model, out, img_size=a.img_size, flavours=("trt", "cpu"))
@@ -175,9 +175,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="skip the FP32 evaluation of the trained weights")
     a = ap.parse_args()
     import fyexport
+    from fyexport.core.machine import machine_info
     from fyexport.data.labels import load_data_yaml
     from fyexport.onnx.export import export_onnx
-    from fyexport.core.machine import machine_info
 
     work = Path(a.work).resolve()
     work.mkdir(parents=True, exist_ok=True)

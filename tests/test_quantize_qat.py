@@ -48,8 +48,8 @@ def _ranges(cal):
 
 
 def _images(yaml, split="val", n=2, size=320):
-    from fyexport.data.labels import load_data_yaml
     from fyexport.data.images import iter_prepared
+    from fyexport.data.labels import load_data_yaml
 
     return np.stack(list(iter_prepared(load_data_yaml(yaml).images(split)[:n], (size, size))))
 

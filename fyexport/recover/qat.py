@@ -14,8 +14,9 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from ..core.config import require
 from ..core.errors import FyexportError, InputError
 
 SCHEDULES = ("cosine", "constant")
@@ -23,11 +24,14 @@ SCHEDULES = ("cosine", "constant")
 
 @dataclass
 class QatConfig:
+    """Quantization-aware training's settings (``fyexport build --qat``: the ``qat`` section)."""
+
     steps: int = 300  # upper limit in optimizer steps
-    time_budget_s: float | None = None  # stop after this many seconds of training
+    minutes: float | None = 4.0  # time limit for training (None: only the step limit)
     lr: float = 1e-5  # AdamW, weights and biases, for a batch of 16
     scale_lr: float = 1e-3  # AdamW on the ranges' relative change (learn_scales)
-    learn_scales: bool = True
+    learn_scales: bool = True  # LSQ-style learned ranges (False: the calibrated ranges stay frozen)
+    flavour: str = "trt"  # the flavour trained in the loop: trt (S8S8) | cpu (U8 activations)
     weight_decay: float = 0.0
     warmup_iters: int = 10
     schedule: str = "cosine"
@@ -47,13 +51,19 @@ class QatConfig:
     def hw(self) -> tuple:
         return (self.img_size, self.img_size) if isinstance(self.img_size, int) else tuple(self.img_size)
 
+    @property
+    def time_budget_s(self) -> float | None:
+        return None if self.minutes is None else 60.0 * self.minutes
+
     def validate(self) -> None:
-        if self.steps < 1 or self.batch < 1:
-            raise InputError("quantization-aware training needs steps >= 1 and batch >= 1")
-        if self.schedule not in SCHEDULES:
-            raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.crop and (self.crop % 32 or self.crop < 64):
-            raise InputError(f"crop must be a multiple of 32 and at least 64, got {self.crop}")
+        require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        require(self.batch >= 1, "batch", f"must be >= 1, got {self.batch}")
+        require(self.minutes is None or self.minutes > 0, "minutes", f"must be > 0, got {self.minutes}")
+        require(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}, got "
+                f"{self.schedule!r}")
+        require(self.flavour in ("trt", "cpu"), "flavour", f"must be trt or cpu, got {self.flavour!r}")
+        require(not self.crop or (self.crop % 32 == 0 and self.crop >= 64), "crop",
+                f"must be a multiple of 32 and at least 64, got {self.crop}")
 
 
 @dataclass
@@ -74,8 +84,8 @@ class _Step:
     def __init__(self, student, teacher, cfg: QatConfig, device: str, labels: bool):
         import torch
 
-        from .loss import DistillLoss, YoloLoss
         from ..core.machine import cpu_has_native_bf16
+        from .loss import DistillLoss, YoloLoss
         from .train import Ema
 
         self.cfg, self.device = cfg, device
@@ -150,7 +160,7 @@ def qat_finetune(qat_model, teacher, paths: list, cfg: QatConfig | None = None, 
     ``cfg.time_budget_s`` seconds, whichever ends first."""
     import torch
 
-    from ..core.log import progress
+    from ..core.log import G_LOGGER, progress
     from ..core.machine import resolve_device
     from ..quantize.qat import is_qat
 
@@ -158,6 +168,10 @@ def qat_finetune(qat_model, teacher, paths: list, cfg: QatConfig | None = None, 
     cfg.validate()
     if not is_qat(qat_model):
         raise InputError("qat_finetune needs a model from fyexport.quantize.qat.prepare_qat")
+    if 0 < len(paths) < cfg.batch:
+        G_LOGGER.warning(f"quantization-aware training: {len(paths)} images, fewer than the batch of {cfg.batch}; "
+                         f"training on batches of {len(paths)}")
+        cfg = replace(cfg, batch=len(paths))
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     t = copy.deepcopy(teacher).float().eval()
