@@ -270,3 +270,17 @@ def test_qat_build_trains_every_conv_but_the_head_in_int8(data, tmp_path):
     assert man["stages"]["calibrate"]["info"]["method"] == "qat from search"
     again = _build(out, root / "images/train", yaml_path, *args)
     assert again.returncode == 0 and "calibrate: cached" in again.stderr
+
+
+def test_qat_build_of_an_unpruned_model_is_its_own_teacher(data, tmp_path):
+    """``build --prune 0 --qat``: the unpruned model fine-tuned with INT8 in the loop against its own
+    FP32 copy; nothing but the head in float (an unpruned build never excludes groups)."""
+    from fyexport.quantize.inspection import inspect_qdq
+
+    root, yaml_path = data
+    out = tmp_path / "out"
+    proc = _build(out, root / "images/train", yaml_path, "--prune", "0", "--qat", "--qat-steps", "1", "--no-bench")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((out / "qat.json").read_text())
+    assert record["steps"] == 1 and record["learned_ranges"] is True
+    assert len(inspect_qdq(__import__("onnx").load(out / "model.qdq.cpu.onnx")).float_convs) == 3
