@@ -77,7 +77,8 @@ def write_qat_models(qat_model, out_dir, img_size=640, fp32_onnx=None, batch: in
     _check_same_plan(qat_model, plan)
     trained = trained_ranges(qat_model)
     moved = {g: trained.amax[g] / calibrated.amax[g] - 1 for g in trained.amax if calibrated.amax[g]}
-    record = {"flavour_trained": qat_model.qat.flavour, "learned_ranges": bool((qat_model.meta.get("qat") or {}).get("learn")),
+    learned = bool((qat_model.meta.get("qat") or {}).get("learn"))
+    record = {"flavour_trained": qat_model.qat.flavour, "learned_ranges": learned,
               "groups": len(plan.groups), "quantized_convs": len(plan.conv_nodes), "float_convs": plan.excluded_convs,
               "amax_change_max": max((abs(v) for v in moved.values()), default=0.0), **(info or {})}
     meta = read_meta(proto).with_(calibration={"method": "qat"}, qat=record)
