@@ -282,5 +282,5 @@ def test_qat_build_of_an_unpruned_model_is_its_own_teacher(data, tmp_path):
     proc = _build(out, root / "images/train", yaml_path, "--prune", "0", "--qat", "--qat-steps", "1", "--no-bench")
     assert proc.returncode == 0, proc.stderr
     record = json.loads((out / "qat.json").read_text())
-    assert record["steps"] == 1 and record["learned_ranges"] is True
+    assert record["steps"] == 1 and record["learned_ranges"] is False  # the default: frozen ranges
     assert len(inspect_qdq(__import__("onnx").load(out / "model.qdq.cpu.onnx")).float_convs) == 3

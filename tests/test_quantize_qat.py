@@ -513,7 +513,7 @@ def test_finetune_moves_what_it_should_and_exports(tiny, tmp_path, learn):
     w0 = q.get_submodule("model.0.conv").weight.detach().clone()
     spec = load_data_yaml(yaml)
     cfg = QatConfig(steps=3, batch=4, img_size=320, crop=160, lr=1e-4, scale_lr=1e-2, warmup_iters=1, ema_decay=None,
-                    cache="none", workers=0)
+                    cache="none", workers=0, learn_scales=learn)
     res = qat_finetune(q, model, spec.images("train"), cfg, data=spec)
     assert res.steps == 3 and res.history and math.isfinite(res.history[-1]["loss"])
     assert not torch.equal(res.model.get_submodule("model.0.conv").weight, w0)
