@@ -268,6 +268,8 @@ def test_qat_build_trains_every_conv_but_the_head_in_int8(data, tmp_path):
         assert len(rep.float_convs) == 3 and not rep.violations, (rep.float_convs, rep.violations)
     man = json.loads((out / "manifest.json").read_text())
     assert man["stages"]["calibrate"]["info"]["method"] == "qat from search"
+    # the FP32 row is the INT8 models' FP32 twin: the quantization's share of the loss is its own
+    assert json.loads((out / "eval.json").read_text())["fp32"]["artifact"] == "model.qat.onnx"
     again = _build(out, root / "images/train", yaml_path, *args)
     assert again.returncode == 0 and "calibrate: cached" in again.stderr
 

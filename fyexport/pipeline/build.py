@@ -534,10 +534,11 @@ class Build:
         from .accuracy import FP32, UNPRUNED, candidates, measure, sources
 
         o = self.o
-        models = candidates(self.out, o.engine.precision, o.pruning, self.path(MODEL_ONNX), ARTIFACTS)
+        models = candidates(self.out, o.engine.precision, o.pruning, self.path(MODEL_ONNX), ARTIFACTS,
+                            self.path(QAT_ONNX) if o.run_qat else None)
         _, holdout, spec = self.heldout()
         dev = _device(o.device)
-        checkpoints = {UNPRUNED: o.weights} | ({FP32: self.flow.model_file} if o.pruning else {})
+        checkpoints = {UNPRUNED: o.weights} | ({FP32: self.flow.model_file} if o.pruning and not o.run_qat else {})
 
         def run():
             paths = {k: (self._baseline_onnx() if v is None else v) for k, v in models.items()}
