@@ -51,9 +51,25 @@ def accuracy(args, out: Path, log: dict) -> None:
 
 
 def qat(args, out: Path, log: dict) -> None:
-    from fyexport.quantize.qat_train import qat_step_time  # issue 24
+    """One training step of the checkpoint at 640 with fake quantization in the loop (both
+    flavours) against the same step without it, distilled from itself (issue 24)."""
+    import sys
 
-    log["qat"] = qat_step_time(args.weights, args.data, device=args.gpu, batch=args.batch, img_size=640)
+    import fyexport
+    from fyexport.quantize.qat_export import start_qat
+    from fyexport.recover.qat import qat_step_time
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from qat_step_gpu import ranges_for
+
+    model = fyexport.load(args.weights)
+    onnx_path, ranges = ranges_for(model, out / "qat", 640)
+    rows = {"plain": qat_step_time(model, model, args.batch, 640, args.gpu, args.qat_steps)}
+    for fl in ("trt", "cpu"):
+        rows[f"qat-{fl}"] = qat_step_time(start_qat(model, onnx_path, ranges, fl), model, args.batch, 640, args.gpu,
+                                          args.qat_steps)
+        rows[f"qat-{fl}"]["vs_plain"] = round(rows[f"qat-{fl}"]["step_s"] / rows["plain"]["step_s"], 3)
+    log["qat"] = rows
 
 
 def recover(args, out: Path, log: dict) -> None:
@@ -109,6 +125,7 @@ def main() -> None:
     ap.add_argument("--train-seconds", type=float, default=180)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--bench-duration", type=float, default=2.0)
+    ap.add_argument("--qat-steps", type=int, default=20, help="timed steps per QAT row")
     ap.add_argument("--gpu", default="cuda", help="the GPU device (cpu: a dry run of the code paths)")
     args = ap.parse_args()
     import torch

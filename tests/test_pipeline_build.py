@@ -241,3 +241,48 @@ def test_a_p6_model_builds_at_the_size_rounded_to_its_stride(data, tmp_path, mon
     assert stages["prune"]["info"]["count_size"] == [704, 704] and stages["prune"]["info"]["macs_ratio"] > 1
     dims = onnx.load(str(tmp_path / "b/model.onnx")).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [1, 3, 704, 704]
+
+
+def test_qat_build_trains_every_conv_but_the_head_in_int8(data, tmp_path):
+    """``build --qat``: the Q/DQ models carry the weights and ranges trained with fake
+    quantization (their metadata says so, qat.json records the training), no conv but the three
+    detection-head convs stays in float although the build prunes, and a second run is cached."""
+    import onnx
+
+    from fyexport.onnx.facts import read_meta
+    from fyexport.quantize.inspection import inspect_qdq
+
+    root, yaml_path = data
+    out = tmp_path / "out"
+    args = ("--prune", "0.3", "--recover-epochs", "1", "--recover-batch", "8", "--recover-crop", "160",
+            "--max-map-drop", "100", "--qat", "--qat-steps", "2")
+    proc = _build(out, root / "images/train", yaml_path, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert "quantization-aware training: 2 steps" in proc.stderr
+    record = json.loads((out / "qat.json").read_text())
+    assert record["steps"] == 2 and record["start"] == "search" and record["quantized_convs"] > 50
+    for name in ("model.qdq.onnx", "model.qdq.cpu.onnx"):
+        proto = onnx.load(out / name)
+        assert read_meta(proto).calibration["method"] == "qat"
+        rep = inspect_qdq(proto, name)
+        assert len(rep.float_convs) == 3 and not rep.violations, (rep.float_convs, rep.violations)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["stages"]["calibrate"]["info"]["method"] == "qat from search"
+    # the FP32 row is the INT8 models' FP32 twin: the quantization's share of the loss is its own
+    assert json.loads((out / "eval.json").read_text())["fp32"]["artifact"] == "model.qat.onnx"
+    again = _build(out, root / "images/train", yaml_path, *args)
+    assert again.returncode == 0 and "calibrate: cached" in again.stderr
+
+
+def test_qat_build_of_an_unpruned_model_is_its_own_teacher(data, tmp_path):
+    """``build --prune 0 --qat``: the unpruned model fine-tuned with INT8 in the loop against its own
+    FP32 copy; nothing but the head in float (an unpruned build never excludes groups)."""
+    from fyexport.quantize.inspection import inspect_qdq
+
+    root, yaml_path = data
+    out = tmp_path / "out"
+    proc = _build(out, root / "images/train", yaml_path, "--prune", "0", "--qat", "--qat-steps", "1", "--no-bench")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((out / "qat.json").read_text())
+    assert record["steps"] == 1 and record["learned_ranges"] is False  # the default: frozen ranges
+    assert len(inspect_qdq(__import__("onnx").load(out / "model.qdq.cpu.onnx")).float_convs) == 3

@@ -86,9 +86,14 @@ class RowSource:
     device: str  # cpu | cuda
 
 
-def candidates(out: Path, precision: str, pruned: bool, model_onnx: Path, artifacts: dict) -> dict:
-    """{row label: ONNX path}; ``None`` stands for the unpruned baseline, exported on demand."""
+def candidates(out: Path, precision: str, pruned: bool, model_onnx: Path, artifacts: dict,
+               qat_onnx: Path | None = None) -> dict:
+    """{row label: ONNX path}; ``None`` stands for the unpruned baseline, exported on demand.
+    ``qat_onnx``: the FP32 twin of INT8 models trained with quantization in the loop, the FP32
+    row (so that the quantization's share of the loss is the quantization's alone)."""
     rows = {UNPRUNED: None, FP32: model_onnx} if pruned else {UNPRUNED: model_onnx}
+    if qat_onnx is not None and precision == "int8":
+        rows[FP32] = qat_onnx
     if precision == "int8":
         rows |= {label: out / artifacts[fl] for fl, label in INT8.items()}
     return rows

@@ -30,6 +30,7 @@ from ..onnx.export import ExportConfig
 from ..prune import PruneConfig
 from ..quantize import ARTIFACTS, CalibrationConfig
 from ..recover import RecoverConfig
+from ..recover.qat import QatConfig
 from ..trt.engine import EngineConfig
 from .accuracy import ENGINE_ROW, AccuracyRow, GateResult, gate, gate_failure_line, gate_line
 from .manifest import MANIFEST, Manifest, StageRecord
@@ -37,6 +38,7 @@ from .manifest import MANIFEST, Manifest, StageRecord
 AUTO_EXCLUDE_PRUNED = 4  # sensitive scale groups kept in float when pruning (benchmarks/README.md, INT8)
 STAGES = ("load", "prune", "recover", "export", "calibrate", "eval", "engine", "bench")
 MODEL_ONNX, ENGINE = "model.onnx", "model.engine"
+QAT_ONNX = "model.qat.onnx"  # the FP32 ONNX of the weights trained with INT8 in the loop (--qat)
 PRUNED, RECOVERED = "pruned.pt", "recovered.pt"
 
 
@@ -59,11 +61,13 @@ class BuildConfig:
     force: bool = False  # build the engine even when the accuracy gate fails
     overwrite: bool = False  # replace files of the build's names in a folder fyexport did not make
     eval_images: int | None = None  # accuracy on the first N validation images only
-    auto_exclude: int | None = None  # None: AUTO_EXCLUDE_PRUNED when pruning, else 0
+    auto_exclude: int | None = None  # None: AUTO_EXCLUDE_PRUNED when pruning without QAT, else 0
+    run_qat: bool = False  # train the INT8 models with fake quantization in the loop (benchmarks/README.md, QAT)
     prune: PruneConfig = field(default_factory=PruneConfig)  # ratio 0: no pruning
     recover: RecoverConfig = field(default_factory=RecoverConfig)  # epochs 0: no recovery
     export: ExportConfig = field(default_factory=ExportConfig)
     calibrate: CalibrationConfig = field(default_factory=lambda: CalibrationConfig(method="search"))
+    qat: QatConfig = field(default_factory=QatConfig)  # with run_qat: starts from the calibration above
     engine: EngineConfig = field(default_factory=lambda: EngineConfig(precision="int8"))  # the build's precision
     # the build's quick benchmark: 2 s a measurement; agreement is in the accuracy table already
     bench: BenchConfig = field(default_factory=lambda: BenchConfig(duration=2.0, agreement_images=0))
@@ -78,16 +82,20 @@ class BuildConfig:
 
     @property
     def sensitive_groups_in_float(self) -> int:
-        """auto_exclude as given, else 4 for a pruned model and 0 for an unpruned one."""
+        """auto_exclude as given, else 4 for a pruned model calibrated without QAT and 0 otherwise
+        (quantization-aware training keeps every conv but the detection head in INT8)."""
         if self.auto_exclude is not None:
             return self.auto_exclude
-        return AUTO_EXCLUDE_PRUNED if self.pruning else 0
+        return AUTO_EXCLUDE_PRUNED if self.pruning and not self.run_qat else 0
 
     def calibration(self) -> CalibrationConfig:
         return replace(self.calibrate, seed=self.seed, auto_exclude=self.sensitive_groups_in_float)
 
     def recovery(self, hw) -> RecoverConfig:
         return replace(self.recover, img_size=hw, seed=self.seed, device=self.device)
+
+    def qat_training(self, hw) -> QatConfig:
+        return replace(self.qat, img_size=hw, seed=self.seed, device=self.device)
 
     def validate(self) -> None:
         """Every setting checked before any stage runs (a bad value must not surface after
@@ -114,8 +122,13 @@ class BuildConfig:
             raise InputError(f"{self.train_images}: not a folder", "Give a folder of images for recovery")
         self.img_size = as_hw(self.img_size)
         require(min(self.img_size) >= 32, "img_size", f"must be >= 32, got {self.img_size}")
-        validate_nested(self, ["export", "engine", "bench", "calibrate"]
-                        + (["prune"] if self.pruning else []) + (["recover"] if self.recovers else []))
+        validate_nested(self, ["export", "engine", "bench", "calibrate"] + (["prune"] if self.pruning else [])
+                        + (["recover"] if self.recovers else []) + (["qat"] if self.run_qat else []))
+        if self.run_qat:
+            require(self.engine.precision == "int8", "run_qat", f"trains INT8 models; precision is "
+                    f"{self.engine.precision}", "Drop `run_qat` or set `engine.precision` to int8")
+            require(self.export.nms is None, "run_qat", "does not yet carry an NMS appended to the graph",
+                    "Drop `export.nms` or `run_qat`")
         if self.pruning:  # a ratio that cannot narrow any layer of this model (0.99) is refused now
             from ..models import load
             from ..prune import check_ratio
@@ -133,10 +146,11 @@ class BuildConfig:
 def build_files() -> list:
     """Every name a build writes in its folder: its files and the folders it fills."""
     from ..quantize.calibration import STATS_FILE
+    from ..quantize.qat_export import QAT_RECORD
     from ..recover import state_path
     from ..trt.sidecar import sidecar_path
 
-    return [MANIFEST, MODEL_ONNX, ENGINE, sidecar_path(Path(ENGINE)).name, PRUNED, RECOVERED,
+    return [MANIFEST, MODEL_ONNX, QAT_ONNX, QAT_RECORD, ENGINE, sidecar_path(Path(ENGINE)).name, PRUNED, RECOVERED,
             state_path(Path(RECOVERED)).name, *ARTIFACTS.values(), STATS_FILE, ".calib-state.json", "eval.json",
             "bench.json", "bench.png", "bench", ".recover-cache"]
 
@@ -411,6 +425,8 @@ class Build:
         if o.engine.precision != "int8":
             return self.skip("calibrate", f"precision {o.engine.precision}")
         copts = o.calibration()
+        if o.run_qat:
+            return self._calibrate_qat(copts)
 
         def run():
             from ..quantize import calibrate
@@ -422,6 +438,43 @@ class Build:
         key = {"onnx": self.flow.onnx_sha, "images": self.imgs.list_hash, **asdict(copts)}
         outputs = {k: ARTIFACTS[k] for k in ("cache", "json", "trt", "trt-fp16", "cpu")}
         self.stage("calibrate", key, outputs, run)
+
+    def _calibrate_qat(self, copts: CalibrationConfig) -> None:
+        """The INT8 models trained with fake quantization in the loop: calibrated ranges to start
+        from, fine-tuned on recovery's images against the unpruned FP32 teacher (for an unpruned
+        model, itself), written through the same Q/DQ writer as calibration."""
+        from ..data.selection import file_list_hash
+        from ..quantize.qat_export import QAT_RECORD
+
+        o, f = self.o, self.flow
+        paths, _, spec = self.heldout()
+        cfg = o.qat_training(self.hw)
+        key = {"onnx": f.onnx_sha, "model": f.model_sha, "teacher": self.w_sha, "images": self.imgs.list_hash,
+               "train": file_list_hash(paths), "data": self.data_sha, **asdict(copts), "qat": asdict(cfg)}
+
+        def run():
+            return self._train_qat(copts, cfg, paths, spec)
+
+        outputs = {k: ARTIFACTS[k] for k in ("cache", "json", "trt", "trt-fp16", "cpu")}
+        self.stage("calibrate", key, outputs | {"qat": QAT_RECORD, "qat-onnx": QAT_ONNX}, run)
+
+    def _train_qat(self, copts: CalibrationConfig, cfg: QatConfig, paths: list, spec) -> dict:
+        from ..models import load
+        from ..quantize.qat_export import calibrated_ranges, start_qat, write_qat_models
+        from ..recover.qat import qat_finetune
+
+        onnx_path = self.path(MODEL_ONNX)
+        ranges = calibrated_ranges(onnx_path, self.imgs, self.out, method=copts.method,
+                                   num_images=copts.num_images, seed=copts.seed, exclude=copts.exclude)
+        q = start_qat(load(self.flow.model_file), onnx_path, ranges, cfg.flavour, learn=cfg.learn_scales)
+        res = qat_finetune(q, load(self.o.weights), paths, cfg, data=spec)
+        info = {"steps": res.steps, "seconds": round(res.seconds, 1), "device": res.device, "start": copts.method}
+        ex = write_qat_models(res.model, self.out, img_size=self.hw, fp32_onnx=self.path(QAT_ONNX),
+                              batch=self.o.export.batch, dynamic_batch=self.o.export.dynamic_batch,
+                              flavours=copts.flavours, trt_version=copts.trt_version, info=info)
+        G_LOGGER.info(f"quantization-aware training: {res.steps} steps in {res.seconds / 60:.1f} min on "
+                      f"{res.device}; ranges moved at most {max(map(abs, ex.moved.values()), default=0):.1%}")
+        return {"method": f"qat from {copts.method}", **info}
 
     def engine(self) -> None:
         from ..core.machine import gpu_facts, tensorrt_usable, tensorrt_version
@@ -481,10 +534,11 @@ class Build:
         from .accuracy import FP32, UNPRUNED, candidates, measure, sources
 
         o = self.o
-        models = candidates(self.out, o.engine.precision, o.pruning, self.path(MODEL_ONNX), ARTIFACTS)
+        models = candidates(self.out, o.engine.precision, o.pruning, self.path(MODEL_ONNX), ARTIFACTS,
+                            self.path(QAT_ONNX) if o.run_qat else None)
         _, holdout, spec = self.heldout()
         dev = _device(o.device)
-        checkpoints = {UNPRUNED: o.weights} | ({FP32: self.flow.model_file} if o.pruning else {})
+        checkpoints = {UNPRUNED: o.weights} | ({FP32: self.flow.model_file} if o.pruning and not o.run_qat else {})
 
         def run():
             paths = {k: (self._baseline_onnx() if v is None else v) for k, v in models.items()}

@@ -94,7 +94,7 @@ class CalibrationResult:
 
 
 @dataclass
-class _Amax:
+class AmaxChoice:
     """The calibrated ranges and how they were chosen."""
 
     method: str
@@ -194,7 +194,7 @@ def _statistics(proto, plan, imgs, out_dir: Path, model_sha: str, o: Calibration
     return col
 
 
-def choose_amax(proto, plan, col, probe, method: str, percentile: float) -> _Amax:
+def choose_amax(proto, plan, col, probe, method: str, percentile: float) -> AmaxChoice:
     """Each scale group's amax by ``method`` (``auto``: one method for the whole model chosen
     by output error; ``search``: per group, see :mod:`fyexport.quantize.search`)."""
     from .entropy import group_amax, group_min
@@ -213,7 +213,7 @@ def choose_amax(proto, plan, col, probe, method: str, percentile: float) -> _Ama
         selection = {"requested": "search", "images": len(probe), "groups": per_group}
     else:
         amax = group_amax(plan.reps, col.hists, method, percentile)
-    return _Amax(method, amax, gmin, selection, time.perf_counter() - ta)
+    return AmaxChoice(method, amax, gmin, selection, time.perf_counter() - ta)
 
 
 def probe_images(proto, imgs, n: int):
@@ -243,7 +243,7 @@ def _choose_method(proto, plan, col, gmin, probe, percentile: float):
                     "images": len(probe), "flavours": ["trt", "cpu"]}
 
 
-def _auto_exclude(proto, plan, chosen: _Amax, ranges, probe, k: int, exclude):
+def _auto_exclude(proto, plan, chosen: AmaxChoice, ranges, probe, k: int, exclude):
     """Keep the ``k`` scale groups whose quantization costs the most output error in float."""
     from .graph import analyse
     from .sensitivity import exclusion_regex, rank_groups
@@ -259,7 +259,7 @@ def _auto_exclude(proto, plan, chosen: _Amax, ranges, probe, k: int, exclude):
                       "kept_float": [g for g, _, _ in kept]}
 
 
-def _write_outputs(proto, plan, chosen: _Amax, col, imgs, out_dir: Path, o: CalibrationConfig, onnx_path,
+def _write_outputs(proto, plan, chosen: AmaxChoice, col, imgs, out_dir: Path, o: CalibrationConfig, onnx_path,
                    model_sha: str, full=None):
     """The cache and the Q/DQ models; returns (files, the calib.json record so far)."""
     from ..core.artifacts import recorded_path, sha256_file, write_text
@@ -297,7 +297,7 @@ def _write_outputs(proto, plan, chosen: _Amax, col, imgs, out_dir: Path, o: Cali
     return files, info
 
 
-def _bias_shifts(proto, plan, chosen: _Amax, imgs, o: CalibrationConfig) -> tuple[dict, int]:
+def _bias_shifts(proto, plan, chosen: AmaxChoice, imgs, o: CalibrationConfig) -> tuple[dict, int]:
     """({"trt"|"cpu": {conv: per-channel mean output shift}} for the flavours asked for,
     images used)."""
     from .bias import local_shifts
@@ -307,7 +307,7 @@ def _bias_shifts(proto, plan, chosen: _Amax, imgs, o: CalibrationConfig) -> tupl
     return {fl: local_shifts(proto, plan, chosen.amax, chosen.gmin, xs, fl) for fl in kinds}, len(xs)
 
 
-def write_flavours(proto, plan, chosen: _Amax, ranges, shifts: dict, meta, out_dir: Path, flavours,
+def write_flavours(proto, plan, chosen: AmaxChoice, ranges, shifts: dict, meta, out_dir: Path, flavours,
                    full=None) -> dict:
     """Build, tag, check and write each Q/DQ flavour; {flavour: path}.  ``full``: the model whose
     plugin NMS ``proto`` was cut from; the TensorRT flavours get it back, the CPU flavour (ONNX
@@ -353,7 +353,7 @@ def _with_nms(qm, full, meta, flavour: str):
     return append_nms(qm, nms, int(meta.nc)), meta.with_(nms=nms.to_dict())
 
 
-def _write_calib_json(out_dir: Path, info: dict, plan, chosen: _Amax, col, files: dict) -> Path:
+def _write_calib_json(out_dir: Path, info: dict, plan, chosen: AmaxChoice, col, files: dict) -> Path:
     from ..core.artifacts import write_json
 
     info["groups"] = {g: {"amax": chosen.amax[g], "min": chosen.gmin[g], "tensors": plan.groups[g],

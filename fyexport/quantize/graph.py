@@ -132,7 +132,7 @@ def analyse(proto, exclude: str | None = None) -> Plan:
             for i in n.input:
                 uf.union(i, n.output[0])
         elif n.op_type in MOVERS:
-            if n.op_type == "Resize" and _resize_mode(n) != "nearest":
+            if n.op_type == "Resize" and resize_mode(n) != "nearest":
                 continue
             uf.union(n.input[0], n.output[0])
     quantized_roots = {uf.find(t) for t in act}
@@ -177,7 +177,7 @@ def analyse(proto, exclude: str | None = None) -> Plan:
     return Plan([n.name for n in convs], excluded, act, groups, tensor_group, reps, conv_outputs, activations, region)
 
 
-def _resize_mode(node) -> str:
+def resize_mode(node) -> str:
     for a in node.attribute:
         if a.name == "mode":
             return a.s.decode() if isinstance(a.s, bytes) else str(a.s)

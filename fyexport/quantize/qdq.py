@@ -19,6 +19,7 @@ Three flavours from one set of ranges:
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -90,6 +91,13 @@ def quantize_weight(w: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.clip(q, -127, 127).astype(np.int8)
 
 
+def quantize_bias(b: np.ndarray, x_scale: float, w_scales: np.ndarray):
+    """(int32 bias, its float32 per-channel scale x_scale * w_scale) of the CPU flavour."""
+    bs = float(x_scale) * w_scales.astype(np.float64)
+    bq = np.clip(np.rint(b.astype(np.float64) / bs), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+    return bq, bs.astype(np.float32)
+
+
 def quantized_twin(conv, w: np.ndarray, tag: str, scale, zp):
     """(nodes, initializers, output) of a copy of ``conv`` that reads its own input through
     Q/DQ(scale, zp) and uses per-channel int8 weights, for measuring what quantizing that
@@ -146,26 +154,77 @@ def build_qdq(proto, plan: Plan, amax: dict, gmin: dict, ranges: dict, flavour: 
 
 def _activation_params(ed, plan: Plan, amax: dict, gmin: dict, ranges: dict, cpu: bool) -> dict:
     """{tensor: (scale, zero point)} of every tensor that gets an activation Q/DQ."""
+    return {t: spec_params(s, amax, gmin, ranges) for t, s in activation_specs(ed.g, plan, cpu).items()}
 
-    def group_params(t: str):
-        g = plan.tensor_group[t]
-        return act_params(gmin.get(g, 0.0), amax[g], cpu)
 
-    wanted = {t: group_params(t) for t in plan.act_tensors}
+@dataclass(frozen=True)
+class ActSpec:
+    """How one quantized tensor's (scale, zero point) follow from the calibrated ranges: the one
+    definition that :func:`build_qdq` evaluates here and quantization-aware training
+    (:mod:`fyexport.quantize.qat`) evaluates in torch.
+
+    ``kind``: ``group`` (:func:`act_params` of the scale group's amax and minimum, int8 or
+    ``unsigned`` uint8); ``silu`` / ``leaky`` (a Conv output before its activation, derived
+    from the post-activation ``group``, LeakyReLU's ``alpha`` floored at 1e-3); ``range`` (a
+    Conv output with no recognised activation: its observed range); ``fixed`` (the constant
+    range ``lo``..``hi``); ``unit`` (1/255 and zero point 0: 0..1 images, sigmoid outputs)."""
+
+    kind: str
+    group: str | None = None
+    unsigned: bool = False
+    alpha: float = 0.0
+    tensor: str | None = None
+    lo: float = 0.0
+    hi: float = 0.0
+
+
+def activation_specs(graph, plan: Plan, cpu: bool) -> dict:
+    """{tensor: :class:`ActSpec`} of every tensor that gets an activation Q/DQ, in the order
+    the Q/DQ pairs are inserted."""
+    wanted = {t: ActSpec("group", plan.tensor_group[t], cpu) for t in plan.act_tensors}
     if not cpu:
         return wanted
     for ts in plan.groups.values():
         for t in ts:
-            wanted.setdefault(t, group_params(t))
+            wanted.setdefault(t, ActSpec("group", plan.tensor_group[t], cpu))
     for y in plan.conv_outputs:
-        wanted[y] = _pre_activation_params(ed, plan, y, amax, gmin, ranges)
+        wanted[y] = _pre_activation_spec(graph, plan, y)
         kind = plan.activations.get(y, ("none",))
         if kind[0] == "silu":
-            wanted[node_by_name(ed.g, kind[1]).output[0]] = (np.float32(1.0 / 255.0), np.uint8(0))
-    for i in {i.name for i in ed.g.input}:
+            wanted[node_by_name(graph, kind[1]).output[0]] = ActSpec("unit")
+    for i in {i.name for i in graph.input}:
         if i in wanted:
-            wanted[i] = (np.float32(1.0 / 255.0), np.uint8(0))  # 0..1 images are exact in uint8
+            wanted[i] = ActSpec("unit")  # 0..1 images are exact in uint8
     return wanted
+
+
+def spec_params(spec: ActSpec, amax: dict, gmin: dict, ranges: dict):
+    """(scale float32, zero point int8/uint8) of ``spec`` for these calibrated ranges."""
+    if spec.kind == "group":
+        return act_params(gmin.get(spec.group, 0.0), amax[spec.group], spec.unsigned)
+    if spec.kind == "unit":
+        return np.float32(1.0 / 255.0), np.uint8(0)
+    if spec.kind == "range":
+        lo, hi = ranges.get(spec.tensor, (0.0, 1.0))
+        return _range_params(lo, hi)
+    if spec.kind == "fixed":
+        return _range_params(spec.lo, spec.hi)
+    hi = amax[spec.group]
+    if spec.kind == "silu":
+        return _range_params(max(SILU_PRE_CLIP, -hi), hi)
+    if spec.kind == "leaky":
+        return _range_params(max(min(gmin.get(spec.group, 0.0), 0.0) / spec.alpha, -hi / spec.alpha), hi)
+    raise InternalError(f"unknown activation spec {spec.kind!r}")
+
+
+def reads_dq(node, k: int, plan: Plan, quant_convs: set, cpu: bool) -> bool:
+    """Whether input ``k`` of ``node`` (a node of ``plan.region`` whose input is quantized)
+    reads the dequantized tensor: in the CPU flavour every consumer but a float Conv; in the
+    TensorRT flavours a quantized Conv's data input and a residual Add's inputs only."""
+    if cpu:
+        return not (node.op_type == "Conv" and node.name not in quant_convs)
+    return (node.op_type == "Conv" and node.name in quant_convs and k == 0) or \
+        (node.op_type == "Add" and node.input[k] in plan.act_tensors)
 
 
 def _insert_activation_qdq(ed, plan: Plan, wanted: dict, cpu: bool):
@@ -192,12 +251,7 @@ def _insert_activation_qdq(ed, plan: Plan, wanted: dict, cpu: bool):
         for k, i in enumerate(n.input):
             if i not in dq_of:
                 continue
-            if cpu:
-                use = not (n.op_type == "Conv" and n.name not in quant_convs)
-            else:
-                use = (n.op_type == "Conv" and n.name in quant_convs and k == 0) or \
-                      (n.op_type == "Add" and i in plan.act_tensors)
-            if use:
+            if reads_dq(n, k, plan, quant_convs, cpu):
                 n.input[k] = dq_of[i]
     return new_nodes, dq_of, qparams
 
@@ -226,37 +280,30 @@ def _quantize_conv(ed, n, new_nodes: list, dq_of: dict, qparams: dict, cpu: bool
     src = next((t for t, d in dq_of.items() if d == n.input[0]), None)
     if src is None:
         return
-    b = ed.array(n.input[2]).astype(np.float64)
-    bs = qparams[src][2] * sc.astype(np.float64)
-    bq = np.clip(np.rint(b / bs), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+    bq, bs = quantize_bias(ed.array(n.input[2]), qparams[src][2], sc)
     bqn = ed.const(f"{base}_b_int32", bq)
-    bsn = ed.const(f"{base}_b_scale", bs.astype(np.float32))
+    bsn = ed.const(f"{base}_b_scale", bs)
     bzn = ed.const(f"{base}_b_zp", np.zeros(len(bs), np.int32))
     bdq = ed.uniq(f"{base}_b_dq")
     new_nodes.append((None, ed.node("DequantizeLinear", [bqn, bsn, bzn], [bdq], f"{base}_b_Dequantize", axis=0)))
     n.input[2] = bdq
 
 
-def _pre_activation_params(ed, plan: Plan, y: str, amax: dict, gmin: dict, ranges: dict):
+def _pre_activation_spec(graph, plan: Plan, y: str) -> ActSpec:
     """uint8 range of a Conv output before its activation, derived from the calibrated
     post-activation range: LeakyReLU is invertible (min_pre = min_post / alpha); for SiLU the
     top is the post-activation amax and the bottom is clipped at SILU_PRE_CLIP, where SiLU is
     already ~0.  Conv outputs with no recognised activation use their observed min/max."""
     kind = plan.activations.get(y, ("none",))
     if kind[0] == "none":
-        lo, hi = ranges.get(y, (0.0, 1.0))
-        return _range_params(lo, hi)
-    act = node_by_name(ed.g, kind[2] if kind[0] == "silu" else kind[1])
-    post = act.output[0]
-    g = plan.tensor_group.get(post)
+        return ActSpec("range", tensor=y)
+    act = node_by_name(graph, kind[2] if kind[0] == "silu" else kind[1])
+    g = plan.tensor_group.get(act.output[0])
     if g is None:  # post-activation not quantized (feeds only float layers): generous range
-        return _range_params(SILU_PRE_CLIP if kind[0] == "silu" else -8.0, 8.0)
-    hi = amax[g]
+        return ActSpec("fixed", lo=SILU_PRE_CLIP if kind[0] == "silu" else -8.0, hi=8.0)
     if kind[0] == "silu":
-        lo = max(SILU_PRE_CLIP, -hi)
-    else:
-        lo = max(min(gmin.get(g, 0.0), 0.0) / max(leaky_alpha(act), 1e-3), -hi / max(leaky_alpha(act), 1e-3))
-    return _range_params(lo, hi)
+        return ActSpec("silu", g)
+    return ActSpec("leaky", g, alpha=max(leaky_alpha(act), 1e-3))
 
 
 def _range_params(lo: float, hi: float):
