@@ -99,3 +99,21 @@ def test_export_cli_and_size_rounding(tmp_path):
 def test_export_cli_refuses_bad_output_name(tmp_path):
     proc = run_cli("export", TINY, "-o", tmp_path / "x.txt")
     assert proc.returncode == 2 and "must end in .onnx" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_plugin_nms_is_exported_with_its_deprecation_said(tmp_path, monkeypatch):
+    """--nms trt-plugin still exports EfficientNMS_TRT, and says once that TensorRT deprecated it
+    in 10.12 and which NMS runs everywhere."""
+    import onnx
+
+    import fyexport
+    from fyexport.core.log import G_LOGGER
+    from fyexport.core.meta import NmsConfig
+    from fyexport.onnx.export import export_onnx
+
+    seen = []
+    monkeypatch.setattr(G_LOGGER, "warning", lambda msg, once=False, **f: seen.append(str(msg)))
+    export_onnx(fyexport.load(TINY), tmp_path / "p.onnx", img_size=160, simplify=False,
+                nms=NmsConfig(kind="trt-plugin"))
+    assert any(n.op_type == "EfficientNMS_TRT" for n in onnx.load(tmp_path / "p.onnx").graph.node)
+    assert any("deprecated since TensorRT 10.12" in w and "--nms onnx" in w for w in seen)

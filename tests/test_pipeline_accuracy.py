@@ -147,3 +147,18 @@ def test_a_checkpoint_row_measures_what_its_onnx_row_measures(tmp_path, shapes_s
     a, b = measure(on, spec, None, None, (256, 256))[UNPRUNED], measure(pt, spec, None, None, (256, 256))[UNPRUNED]
     assert a.artifact == b.artifact == "m.onnx" and a.images == b.images == 16
     assert abs(a.map - b.map) < 2e-3 and abs(a.map50 - b.map50) < 2e-3 and a.agreement == b.agreement == 1.0
+
+
+def test_the_gate_judges_the_engine_when_there_is_one():
+    """With an engine row the gate judges the engine, even when a Q/DQ row scores lower; without
+    one, the worse INT8 flavour."""
+    from fyexport.pipeline.accuracy import ENGINE_ROW, FP32, INT8, UNPRUNED, AccuracyRow, gate
+
+    def row(m):
+        return AccuracyRow(artifact="x", images=10, agreement=1.0, agreement_strict=1.0, map50=m, map=m)
+
+    table = {UNPRUNED: row(0.50), FP32: row(0.49), INT8["trt"]: row(0.40), INT8["cpu"]: row(0.47)}
+    g = gate(table, 2.0, None)
+    assert g.final_model == INT8["trt"] and not g.passed
+    g = gate(table | {ENGINE_ROW: row(0.485)}, 2.0, None)
+    assert g.final_model == ENGINE_ROW and g.passed and abs(g.quantization_points - 0.5) < 1e-9

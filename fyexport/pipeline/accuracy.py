@@ -174,8 +174,9 @@ def allowance(metric: str, reference: float, target: float | None) -> tuple[floa
 
 
 def gate(ev: dict, max_drop: float | None, target: float | None) -> GateResult:
-    """The final model (the worse INT8 flavour) against the unpruned FP32 model, in the
-    table ``ev`` ({label: AccuracyRow})."""
+    """The final model against the unpruned FP32 model, in the table ``ev`` ({label:
+    AccuracyRow}): the engine when one was built (the model the user deploys), else the worse
+    INT8 flavour, else the FP32 model."""
     metric = "map" if ev[UNPRUNED].map is not None else "agreement"
     name = "mAP@.5:.95" if metric == "map" else "teacher agreement (AP@.5)"
     finals = [ENGINE_ROW] if ENGINE_ROW in ev else [k for k in INT8.values() if k in ev] or [
