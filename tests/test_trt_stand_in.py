@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 import trt_stand_in as sti
-from conftest import REPO, TINY
+from conftest import REPO
 from onnx import TensorProto, helper, numpy_helper
 
 RELEASES = tuple(sti.RELEASES)
@@ -642,32 +642,11 @@ def test_plugins_need_init_and_shape_outside_profile_is_false(version, tmp_path,
 
 # == Polygraphy drives the stand-in ======================================================================
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """The bundled checkpoint exported at 256: dynamic batch raw, with ONNX NMS, with EfficientNMS_TRT;
-    and the Q/DQ models from fyexport calibrate."""
-    import fyexport
-    from fyexport.core.meta import NmsConfig
-    from fyexport.data.shapes import generate
-    from fyexport.onnx.export import export_onnx
-    from fyexport.quantize import calibrate
-
-    d = tmp_path_factory.mktemp("stand_in")
-    model = fyexport.load(TINY)
-    export_onnx(model, d / "m.onnx", img_size=256)
-    export_onnx(model, d / "dyn.onnx", img_size=256, dynamic_batch=True)
-    export_onnx(model, d / "nms.onnx", img_size=256, dynamic_batch=True, nms=NmsConfig(kind="onnx"))
-    export_onnx(model, d / "plug.onnx", img_size=256, dynamic_batch=True, nms=NmsConfig(kind="trt-plugin"))
-    generate(d / "data", train=8, val=4, size=256)
-    calibrate(d / "m.onnx", d / "data/images/train", d / "cal", num_images=8, batch=4)
-    return d
-
-
-def _images(tiny, n):
+def _images(d, n):
     from fyexport.data.images import iter_prepared
     from fyexport.data.selection import select_images
 
-    paths = select_images(tiny / "data/images/val", n).paths
+    paths = select_images(d / "data/images/val", n).paths
     return np.stack(list(iter_prepared(paths, (256, 256))))
 
 
@@ -708,27 +687,28 @@ def test_polygraphy_builds_a_small_onnx_model(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("version", RELEASES)
-def test_polygraphy_builds_and_runs_the_tiny_checkpoint(version, tiny, monkeypatch):
+def test_polygraphy_builds_and_runs_the_tiny_checkpoint(version, artifacts, monkeypatch):
     """The exported checkpoint through Polygraphy: raw dynamic batch, ONNX NMS (INMSLayer), EfficientNMS_TRT
     (Polygraphy registers the plugins), the FP16 Q/DQ model strongly typed, and on 10.x the FP32-remainder
     Q/DQ model with the INT8 and FP16 flags; outputs equal ONNX Runtime's (the plugin against the ONNX NMS)."""
     from polygraphy.backend.trt import CreateConfig, Profile, TrtRunner, engine_from_network, network_from_onnx_path
 
     sti.install(version, monkeypatch=monkeypatch)
-    x = _images(tiny, 2)
+    x = _images(artifacts, 2)
     dyn = [Profile().add("images", (1, 3, 256, 256), (2, 3, 256, 256), (4, 3, 256, 256))]
-    cases = [("dyn.onnx", dyn, {}), ("nms.onnx", dyn, {}), ("plug.onnx", dyn, {}),
+    cases = [("dyn.onnx", dyn, {}), ("onnxnms.onnx", dyn, {}), ("plug.onnx", dyn, {}),
              ("cal/model.qdq.fp16.onnx", [], {"strongly_typed": True})]
     if version in TEN:
         cases.append(("cal/model.qdq.onnx", [], {"int8": True, "fp16": True}))
     for name, profiles, kw in cases:
         strongly = kw.pop("strongly_typed", False) or version in ELEVEN
         feed = x if profiles else x[:1]
-        engine = engine_from_network(network_from_onnx_path(str(tiny / name), strongly_typed=strongly),
+        engine = engine_from_network(network_from_onnx_path(str(artifacts / name), strongly_typed=strongly),
                                      CreateConfig(profiles=profiles, **kw))
         with TrtRunner(engine) as runner:
             out = runner.infer({"images": feed})
-        ref = _plugin_reference(tiny / name, feed) if name == "plug.onnx" else _ort(tiny / name, {"images": feed})
+        path = artifacts / name
+        ref = _plugin_reference(path, feed) if name == "plug.onnx" else _ort(path, {"images": feed})
         for k, v in out.items():
             np.testing.assert_allclose(v, ref[k], rtol=1e-4, atol=1e-4, err_msg=f"{version} {name} {k}")
         if "nms" in name or "plug" in name:
@@ -767,7 +747,7 @@ def _plugin_reference(path, x) -> dict:
 
 
 @pytest.mark.parametrize("version", TEN)
-def test_polygraphy_calibrator_on_10x(version, tiny, tmp_path, monkeypatch):
+def test_polygraphy_calibrator_on_10x(version, artifacts, tmp_path, monkeypatch):
     """Polygraphy's Calibrator (IInt8EntropyCalibrator2) with a calibration profile: batches at the OPT shape,
     the cache written, then read back instead of calibrating again; on 11.x int8 is unavailable."""
     from polygraphy.backend.trt import (
@@ -779,7 +759,7 @@ def test_polygraphy_calibrator_on_10x(version, tiny, tmp_path, monkeypatch):
     )
 
     sti.install(version, monkeypatch=monkeypatch)
-    x = _images(tiny, 4)
+    x = _images(artifacts, 4)
     cache = tmp_path / "calib.cache"
 
     def batches():
@@ -789,7 +769,7 @@ def test_polygraphy_calibrator_on_10x(version, tiny, tmp_path, monkeypatch):
     profiles = [Profile().add("images", (1, 3, 256, 256), (2, 3, 256, 256), (4, 3, 256, 256))]
     for fresh in (True, False):
         cal = Calibrator(data_loader=batches(), cache=str(cache))
-        data = engine_bytes_from_network(network_from_onnx_path(str(tiny / "dyn.onnx")),
+        data = engine_bytes_from_network(network_from_onnx_path(str(artifacts / "dyn.onnx")),
                                          CreateConfig(int8=True, fp16=True, profiles=profiles, calibrator=cal))
         facts = sti._unpack_plan(bytes(data))[0]
         assert facts["calibration"]["from_cache"] is not fresh
@@ -800,23 +780,24 @@ def test_polygraphy_calibrator_on_10x(version, tiny, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("version", ELEVEN)
-def test_polygraphy_reports_int8_unavailable_on_11x(version, tiny, monkeypatch):
+def test_polygraphy_reports_int8_unavailable_on_11x(version, artifacts, monkeypatch):
     from polygraphy.backend.trt import CreateConfig, engine_bytes_from_network, network_from_onnx_path
     from polygraphy.exception import PolygraphyException
 
     sti.install(version, monkeypatch=monkeypatch)
     with pytest.raises(PolygraphyException, match="int8 in CreateConfig is not available on TensorRT version 11"):
-        engine_bytes_from_network(network_from_onnx_path(str(tiny / "m.onnx")), CreateConfig(int8=True))
+        engine_bytes_from_network(network_from_onnx_path(str(artifacts / "fp32.onnx")), CreateConfig(int8=True))
 
 
 @pytest.mark.parametrize("version", ("10.16", "11.1"))
-def test_polygraphy_reads_the_inspector_json(version, tiny, monkeypatch):
+def test_polygraphy_reads_the_inspector_json(version, artifacts, monkeypatch):
     """Polygraphy 0.53.6's engine extractor reads the layer data types of both inspector layouts."""
     from polygraphy.backend.trt import CreateConfig, engine_from_network, network_from_onnx_path
     from polygraphy.tools.inspect.subtool.model.extractors import graph_data_from_trt_engine
 
     sti.install(version, monkeypatch=monkeypatch)
-    engine = engine_from_network(network_from_onnx_path(str(tiny / "cal/model.qdq.fp16.onnx"), strongly_typed=True),
+    qdq = artifacts / "cal/model.qdq.fp16.onnx"
+    engine = engine_from_network(network_from_onnx_path(str(qdq), strongly_typed=True),
                                  CreateConfig())
     graph = graph_data_from_trt_engine(engine, engine.create_execution_context())
     dtypes = {str(t.dtype) for n in graph.per_profile_nodes[0] for t in n.inputs}
@@ -854,9 +835,9 @@ def _script(*args, cwd):
 
 
 @pytest.mark.parametrize("version", ("10.8", "10.16", "11.1"))
-def test_script_builds_an_engine_with_fyexport(version, tiny, tmp_path):
+def test_script_builds_an_engine_with_fyexport(version, artifacts, tmp_path):
     """``python tests/trt_stand_in.py VERSION engine ...`` runs fyexport's engine command with the stand-in."""
-    proc = _script(version, "engine", tiny / "dyn.onnx", "-o", tmp_path / "m.engine", "--precision", "fp32",
+    proc = _script(version, "engine", artifacts / "dyn.onnx", "-o", tmp_path / "m.engine", "--precision", "fp32",
                    "--max-batch", "4", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     meta = json.loads((tmp_path / "m.engine.json").read_text())
@@ -865,11 +846,11 @@ def test_script_builds_an_engine_with_fyexport(version, tiny, tmp_path):
     assert sti._unpack_plan((tmp_path / "m.engine").read_bytes())[0]["trt"] == sti.RELEASES[version]
 
 
-def test_script_evaluates_an_engine(tiny, tmp_path):
-    proc = _script("10.16", "engine", tiny / "dyn.onnx", "-o", tmp_path / "m.engine", "--precision", "fp32",
+def test_script_evaluates_an_engine(artifacts, tmp_path):
+    proc = _script("10.16", "engine", artifacts / "dyn.onnx", "-o", tmp_path / "m.engine", "--precision", "fp32",
                    "--max-batch", "8", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    proc = _script("10.16", "eval", tmp_path / "m.engine", "--data", tiny / "data/shapes.yaml", cwd=tmp_path)
+    proc = _script("10.16", "eval", tmp_path / "m.engine", "--data", artifacts / "data/shapes.yaml", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
