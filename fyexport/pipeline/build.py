@@ -436,8 +436,7 @@ class Build:
                     "seconds": round(r.seconds, 1)}
 
         key = {"onnx": self.flow.onnx_sha, "images": self.imgs.list_hash, **asdict(copts)}
-        outputs = {k: ARTIFACTS[k] for k in ("cache", "json", "trt", "trt-fp16", "cpu")}
-        self.stage("calibrate", key, outputs, run)
+        self.stage("calibrate", key, dict(ARTIFACTS), run)  # the cache, calib.json and the three Q/DQ flavours
 
     def _calibrate_qat(self, copts: CalibrationConfig) -> None:
         """The INT8 models trained with fake quantization in the loop: calibrated ranges to start
@@ -455,8 +454,7 @@ class Build:
         def run():
             return self._train_qat(copts, cfg, paths, spec)
 
-        outputs = {k: ARTIFACTS[k] for k in ("cache", "json", "trt", "trt-fp16", "cpu")}
-        self.stage("calibrate", key, outputs | {"qat": QAT_RECORD, "qat-onnx": QAT_ONNX}, run)
+        self.stage("calibrate", key, {**ARTIFACTS, "qat": QAT_RECORD, "qat-onnx": QAT_ONNX}, run)
 
     def _train_qat(self, copts: CalibrationConfig, cfg: QatConfig, paths: list, spec) -> dict:
         from ..models import load
