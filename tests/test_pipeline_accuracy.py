@@ -162,3 +162,14 @@ def test_the_gate_judges_the_engine_when_there_is_one():
     assert g.final_model == INT8["trt"] and not g.passed
     g = gate(table | {ENGINE_ROW: row(0.485)}, 2.0, None)
     assert g.final_model == ENGINE_ROW and g.passed and abs(g.quantization_points - 0.5) < 1e-9
+
+
+def test_a_failed_gate_says_what_was_built_and_advises_what_fits():
+    """A failing engine was built (the gate judged it after the build): the line says so; with
+    nothing lost to pruning, the advice is about quantization only."""
+    from fyexport.pipeline.accuracy import ENGINE_ROW, GateResult, gate_failure_line
+
+    g = GateResult("mAP@.5:.95", 0.2442, ENGINE_ROW, 0.2324, 0.2442, 1.18, 0.0, 1.18, 1.0, "1 for quantization", False)
+    line = gate_failure_line(g, "out")
+    assert "engine was built" in line and "no engine built" not in line
+    assert "`calibrate.exclude`" in line and "`recover.minutes`" not in line and "\n" not in line

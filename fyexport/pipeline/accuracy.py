@@ -199,6 +199,11 @@ def gate_line(g: GateResult) -> str:
 
 
 def gate_failure_line(g: GateResult, out) -> str:
-    return (gate_line(g) + f" -> FAILED; no engine built, artifacts kept in {out}. Recover longer "
-            "(`recover.minutes`), prune less (`prune.ratio`), or keep sensitive layers in float "
-            "(`calibrate.exclude`, `auto_exclude`)")
+    """The gate's failure in one line: what was left where, and the advice that fits the loss
+    (pruning advice only when pruning lost something)."""
+    done = ("the engine was built and measured: do not deploy it" if g.final_model == ENGINE_ROW
+            else "no engine built")
+    advice = "keep sensitive layers in float (`calibrate.exclude`, `auto_exclude`)"
+    if g.pruning_points > 0:
+        advice = f"recover longer (`recover.minutes`), prune less (`prune.ratio`), or {advice}"
+    return gate_line(g) + f" -> FAILED; {done}; artifacts kept in {out}. {advice[0].upper()}{advice[1:]}"
