@@ -74,8 +74,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     data = Path(a.data).resolve() if a.data else work / "shapes"
     if not (data / "shapes.yaml").exists():
-        subprocess.run([sys.executable, str(REPO / "fyexport" / "datasets" / "shapes.py"), str(data),
-                        "--train", "3000", "--val", "500"], check=True)
+        subprocess.run([sys.executable, "-m", "fyexport.data.shapes", str(data), "--train", "3000", "--val", "500"],
+                       check=True)
     from fyexport.core.machine import machine_info
 
     rows = {}

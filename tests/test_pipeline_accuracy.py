@@ -173,3 +173,5 @@ def test_a_failed_gate_says_what_was_built_and_advises_what_fits():
     line = gate_failure_line(g, "out")
     assert "engine was built" in line and "no engine built" not in line
     assert "`calibrate.exclude`" in line and "`recover.minutes`" not in line and "\n" not in line
+    qat = gate_failure_line(g, "out", qat=True)  # QAT keeps every conv in INT8: no auto-exclusion to advise
+    assert "`qat.minutes`" in qat and "`calibrate.exclude`" in qat and "auto_exclude" not in qat

@@ -244,9 +244,10 @@ def test_a_p6_model_builds_at_the_size_rounded_to_its_stride(data, tmp_path, mon
 
 
 def test_qat_build_trains_every_conv_but_the_head_in_int8(data, tmp_path):
-    """``build --qat``: the Q/DQ models carry the weights and ranges trained with fake
-    quantization (their metadata says so, qat.json records the training), no conv but the three
-    detection-head convs stays in float although the build prunes, and a second run is cached."""
+    """A pruned build (QAT by default): the Q/DQ models carry the weights and ranges trained with
+    fake quantization (their metadata says so, qat.json records the training), no conv but the
+    three detection-head convs stays in float although the build prunes, and a second run is
+    cached."""
     import onnx
 
     from fyexport.onnx.facts import read_meta
@@ -254,11 +255,12 @@ def test_qat_build_trains_every_conv_but_the_head_in_int8(data, tmp_path):
 
     root, yaml_path = data
     out = tmp_path / "out"
-    args = ("--prune", "0.3", "--recover-epochs", "1", "--recover-batch", "8", "--recover-crop", "160",
-            "--max-map-drop", "100", "--qat", "--qat-steps", "2")
+    args = ("--prune", "0.3", "--recover-epochs", "3", "--recover-batch", "8", "--recover-crop", "160",
+            "--max-map-drop", "100", "--qat-steps", "2")  # QAT is the default; recovery's 6 steps give it 2
     proc = _build(out, root / "images/train", yaml_path, *args)
     assert proc.returncode == 0, proc.stderr
     assert "quantization-aware training: 2 steps" in proc.stderr
+    assert json.loads((out / "manifest.json").read_text())["stages"]["recover"]["info"]["iterations"] == 6
     record = json.loads((out / "qat.json").read_text())
     assert record["steps"] == 2 and record["start"] == "search" and record["quantized_convs"] > 50
     for name in ("model.qdq.onnx", "model.qdq.cpu.onnx"):
@@ -269,7 +271,8 @@ def test_qat_build_trains_every_conv_but_the_head_in_int8(data, tmp_path):
     man = json.loads((out / "manifest.json").read_text())
     assert man["stages"]["calibrate"]["info"]["method"] == "qat from search"
     # the FP32 row is the INT8 models' FP32 twin: the quantization's share of the loss is its own
-    assert json.loads((out / "eval.json").read_text())["fp32"]["artifact"] == "model.qat.onnx"
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["fp32"]["artifact"] == "model.qat.onnx" and ev["fp32 before QAT"]["artifact"] == "model.onnx"
     again = _build(out, root / "images/train", yaml_path, *args)
     assert again.returncode == 0 and "calibrate: cached" in again.stderr
 
@@ -286,3 +289,43 @@ def test_qat_build_of_an_unpruned_model_is_its_own_teacher(data, tmp_path):
     record = json.loads((out / "qat.json").read_text())
     assert record["steps"] == 1 and record["learned_ranges"] is False  # the default: frozen ranges
     assert len(inspect_qdq(__import__("onnx").load(out / "model.qdq.cpu.onnx")).float_convs) == 3
+
+
+def test_qat_is_on_by_default_when_pruning_and_takes_its_time_from_recovery(tmp_path):
+    """The build's QAT default: on exactly when it quantizes a model it prunes and recovers; it
+    takes a quarter of recovery's time limit (and of its step limit) from recovery; an explicit
+    `--qat-minutes` takes nothing from recovery; `--prune 0 --qat` trains 4 minutes alone."""
+    from dataclasses import replace
+
+    from fyexport.onnx.nms import NmsConfig
+    from fyexport.pipeline.build import BuildConfig
+
+    base = BuildConfig(device="cpu")
+    pruned, unpruned = (replace(base, prune=replace(base.prune, ratio=r)) for r in (0.3, 0.0))
+    assert pruned.qat_on and pruned.sensitive_groups_in_float == 0
+    assert pruned.recovery(320).minutes == pytest.approx(15 * 0.75)
+    q = pruned.qat_training(320, n_images=400)
+    assert q.minutes == pytest.approx(15 * 0.25) and q.steps == min(base.qat.steps, 100 * 25 // 3 + 1)
+    assert pruned.qat_training(320, n_images=16).steps == 34  # recovery: 100 steps (1 an epoch), QAT a third
+    assert q.within(6 * 60).minutes == pytest.approx(2.0)  # recovery at its target after 6 min: QAT 2 of 8
+    assert q.within(3600).minutes == q.minutes
+    given = replace(pruned, qat=replace(base.qat, minutes=2.0))
+    assert given.recovery(320).minutes is None and given.qat_training(320).minutes == 2.0
+    for off in (unpruned, replace(pruned, run_qat=False), replace(pruned, run_recover=False),
+                replace(pruned, engine=replace(base.engine, precision="fp16")),
+                replace(pruned, export=replace(base.export, nms=NmsConfig()))):
+        assert not off.qat_on and off.recovery(320).minutes is None
+    assert replace(pruned, run_qat=False).sensitive_groups_in_float == 4
+    alone = replace(unpruned, run_qat=True)
+    assert alone.qat_on and alone.qat_training(320).time_budget_s == 4 * 60
+
+
+def test_auto_exclude_with_qat_is_refused_in_one_line(tmp_path):
+    """QAT keeps every conv but the head in INT8: `--auto-exclude` would be ignored, so a build
+    that trains with QAT (the default when pruning) refuses it, naming the flags to use."""
+    (tmp_path / "calib").mkdir()
+    proc = run_cli("build", "--weights", TINY, "--calib", tmp_path / "calib", "-o", tmp_path / "b",
+                   "--auto-exclude", "4")
+    assert proc.returncode == 2 and "--auto-exclude does not apply to quantization-aware training" in proc.stderr
+    assert "--exclude" in proc.stderr and "--qat" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()

@@ -13,6 +13,7 @@ must agree to the last bit before the float decode.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -522,6 +523,51 @@ def test_finetune_moves_what_it_should_and_exports(tiny, tmp_path, learn):
     ex = write_qat_models(res.model, tmp_path, img_size=320, flavours=("trt", "cpu"))
     assert (max(abs(v) for v in ex.moved.values()) > 0) == learn
     assert {"trt", "cpu", "cache", "record"} <= set(ex.files)
+
+
+def test_an_interrupted_finetune_resumes_where_it_stopped(tiny, tmp_path, monkeypatch):
+    """QAT saves its state (every 2 steps here); a run stopped at step 5 and started again with
+    the same settings resumes at step 4 and ends with the weights of an uninterrupted run; a
+    state saved with other settings is not used; the state file is gone at the end."""
+    from fyexport.data.labels import load_data_yaml
+    from fyexport.quantize.qat_export import start_qat
+    from fyexport.recover import qat as rq
+
+    model, onnx_path, yaml, cal = tiny
+    spec = load_data_yaml(yaml)
+    cfg = rq.QatConfig(steps=6, batch=4, img_size=320, crop=160, lr=1e-4, warmup_iters=1, cache="none", workers=0)
+    monkeypatch.setattr(rq._Run, "SAVE_EVERY", 2)
+
+    def run(state, c=cfg):
+        return rq.qat_finetune(start_qat(model, onnx_path, _ranges(cal), "trt"), model, spec.images("train"), c,
+                               data=spec, state=state)
+
+    straight = run(None)
+    state = tmp_path / "qat.state.pt"
+    real_call, calls = rq._Step.__call__, []
+
+    def stop_at_5(self, *a):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_call(self, *a)
+
+    monkeypatch.setattr(rq._Step, "__call__", stop_at_5)
+    with pytest.raises(KeyboardInterrupt):
+        run(state)
+    monkeypatch.setattr(rq._Step, "__call__", real_call)
+    assert state.exists()
+    other = run(state, replace(cfg, lr=2e-4))  # other settings: starts again, and its end removes the state
+    assert other.steps == 6 and not state.exists()
+    monkeypatch.setattr(rq._Step, "__call__", stop_at_5)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run(state)
+    monkeypatch.setattr(rq._Step, "__call__", real_call)
+    resumed = run(state)
+    assert resumed.steps == 6 and [h["step"] for h in resumed.history] == [6] and not state.exists()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_step_time_runs_on_the_cpu(tiny):

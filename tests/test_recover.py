@@ -2,6 +2,7 @@
 torch.distributed (gloo on this CPU), resume, and bad input."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -227,6 +228,51 @@ def test_torchrun_cli_writes_one_output_and_logs_the_world_size(tmp_path, shapes
     assert proc.stderr.count("wrote ") == 1
 
 
+def _qat_outputs_ok(folder: Path, stem: str, world: int) -> None:
+    import onnx
+
+    from fyexport.quantize.inspection import inspect_qdq
+
+    names = {p.name for p in folder.iterdir()}
+    assert {f"{stem}.pt", f"{stem}.onnx", f"{stem}.qat.onnx", "model.qdq.onnx", "model.qdq.fp16.onnx",
+            "model.qdq.cpu.onnx", "calib.cache", "calib.json", "qat.json"} <= names, names
+    assert not [n for n in names if "state" in n], names
+    record = json.loads((folder / "qat.json").read_text())
+    assert record["world_size"] == world and record["steps"] >= 1 and record["start"] == "search"
+    rep = inspect_qdq(onnx.load(folder / "model.qdq.cpu.onnx"), "model.qdq.cpu.onnx")
+    assert len(rep.float_convs) == 3 and not rep.violations
+
+
+def test_recover_qat_writes_the_int8_models_beside_the_recovered_model(tmp_path, shapes_small):
+    """`fyexport recover --qat`: recovery, then quantization-aware training in a quarter of its
+    limits; the recovered model, its ONNX, the QAT twin, calibration's files and the Q/DQ models
+    (only the 3 head convs in float) side by side; `--qat-steps` without `--qat` is refused."""
+    pruned = tmp_path / "p.pt"
+    assert run_cli("prune", TINY, "--ratio", "0.3", "-o", pruned).returncode == 0
+    out = tmp_path / "out" / "r.pt"
+    args = ("recover", pruned, "--teacher", TINY, "--data", shapes_small, "--img-size", "128", "--batch", "2",
+            "--epochs", "1", "--workers", "0", "-o", out)
+    bad = run_cli(*args, "--qat-steps", "3")
+    assert bad.returncode == 2 and "Add --qat" in bad.stderr and not out.parent.exists()
+    proc = run_cli(*args, "--qat")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "quantization-aware training: 2 steps" in proc.stderr  # recovery's 4 steps (1 epoch): a third, rounded up
+    _qat_outputs_ok(out.parent, "r", 1)
+
+
+def test_torchrun_recover_qat_trains_on_every_rank(tmp_path, shapes_small):
+    pruned = tmp_path / "p.pt"
+    assert run_cli("prune", TINY, "--ratio", "0.3", "-o", pruned).returncode == 0
+    out = tmp_path / "out" / "r.pt"
+    proc = _torchrun(2, "-m", "fyexport", "recover", pruned, "--teacher", TINY, "--data", shapes_small,
+                     "--img-size", "128", "--batch", "2", "--epochs", "2", "--workers", "0", "--qat", "-o", out,
+                     env={"PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("quantization-aware training:"))
+    assert "x2;" in line
+    _qat_outputs_ok(out.parent, "r", 2)
+
+
 def test_a_rank_that_cannot_reach_the_rendezvous_fails_in_one_line(tmp_path, shapes_small):
     env = {**os.environ, "RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(_free_port()), "FYEXPORT_DIST_TIMEOUT": "3"}
@@ -330,3 +376,7 @@ def test_torchrun_build_recovers_on_every_rank_and_writes_one_build(tmp_path, sh
     man = json.loads((out / "manifest.json").read_text())
     assert man["status"] == "done" and man["stages"]["recover"]["status"] == "done"
     assert (out / "recovered.pt").exists() and not list(out.glob("*.recover-state.pt"))
+    # quantization-aware training (the default of a pruned INT8 build) runs on both processes too
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("quantization-aware training:"))
+    assert "x2;" in line and (out / "qat.json").exists() and not (out / ".qat-state.pt").exists()
+    assert json.loads((out / "qat.json").read_text())["world_size"] == 2

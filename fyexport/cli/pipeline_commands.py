@@ -97,8 +97,10 @@ def bench(cfg, artifacts, baseline, json_out, plot_out):
 @BUILD.option("auto_exclude", "--auto-exclude", type=int,
               help="Keep the K most sensitive scale groups in float.  [default: 4 when pruning, else 0]")
 @BUILD.option("run_qat", "--qat/--no-qat", help="Train the INT8 models with fake quantization in the loop (every "
-              "conv but the detection head in INT8, distilled from the unpruned model), starting from the calibration.")
-@BUILD.option("qat.minutes", "--qat-minutes", help="Time limit of quantization-aware training.")
+              "conv but the detection head in INT8, distilled from the unpruned model), starting from the calibration."
+              "  [default: on when pruning and recovering an INT8 build]")
+@BUILD.option("qat.minutes", "--qat-minutes", help="Time limit of quantization-aware training.  [default: a quarter "
+              "of the recovery time (taken from it), 4 without recovery]")
 @BUILD.option("qat.steps", "--qat-steps", help="Step limit of quantization-aware training.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @logging_options

@@ -28,6 +28,7 @@ from pathlib import Path
 from ..core.errors import FyexportError
 
 UNPRUNED, FP32 = "unpruned fp32", "fp32"
+BEFORE_QAT = "fp32 before QAT"  # with QAT: the recovered model.onnx (the FP32 row is the QAT weights' twin)
 INT8 = {"trt": "int8 (TensorRT Q/DQ)", "cpu": "int8 (CPU Q/DQ)"}
 ENGINE_ROW = "engine (TensorRT)"
 QUANTIZATION_POINTS = {"map": 1.0, "agreement": 3.0}  # INT8 of the unpruned shapes model: mAP +0.7, agreement -2.8
@@ -93,6 +94,8 @@ def candidates(out: Path, precision: str, pruned: bool, model_onnx: Path, artifa
     row (so that the quantization's share of the loss is the quantization's alone)."""
     rows = {UNPRUNED: None, FP32: model_onnx} if pruned else {UNPRUNED: model_onnx}
     if qat_onnx is not None and precision == "int8":
+        if pruned:  # the recovered model as exported, beside the twin: what QAT started from
+            rows = {UNPRUNED: None, BEFORE_QAT: model_onnx}
         rows[FP32] = qat_onnx
     if precision == "int8":
         rows |= {label: out / artifacts[fl] for fl, label in INT8.items()}
@@ -198,12 +201,15 @@ def gate_line(g: GateResult) -> str:
             f"quantization {g.quantization_points:+.2f}; allowed {g.max_drop:g}: {g.allowance_rule})")
 
 
-def gate_failure_line(g: GateResult, out) -> str:
+def gate_failure_line(g: GateResult, out, qat: bool = False) -> str:
     """The gate's failure in one line: what was left where, and the advice that fits the loss
-    (pruning advice only when pruning lost something)."""
+    (pruning advice only when pruning lost something; with ``qat``, the advice of QAT)."""
     done = ("the engine was built and measured: do not deploy it" if g.final_model == ENGINE_ROW
             else "no engine built")
     advice = "keep sensitive layers in float (`calibrate.exclude`, `auto_exclude`)"
+    if qat:
+        advice = ("train longer with INT8 in the loop (`qat.minutes`) or keep sensitive layers in float "
+                  "(`calibrate.exclude`)")
     if g.pruning_points > 0:
         advice = f"recover longer (`recover.minutes`), prune less (`prune.ratio`), or {advice}"
     return gate_line(g) + f" -> FAILED; {done}; artifacts kept in {out}. {advice[0].upper()}{advice[1:]}"

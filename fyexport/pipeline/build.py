@@ -29,6 +29,7 @@ from ..core.log import G_LOGGER
 from ..onnx.export import ExportConfig
 from ..prune import PruneConfig
 from ..quantize import ARTIFACTS, CalibrationConfig
+from ..quantize.calibration import BUILD_METHOD
 from ..recover import RecoverConfig
 from ..recover.qat import QatConfig
 from ..trt.engine import EngineConfig
@@ -62,12 +63,13 @@ class BuildConfig:
     overwrite: bool = False  # replace files of the build's names in a folder fyexport did not make
     eval_images: int | None = None  # accuracy on the first N validation images only
     auto_exclude: int | None = None  # None: AUTO_EXCLUDE_PRUNED when pruning without QAT, else 0
-    run_qat: bool = False  # train the INT8 models with fake quantization in the loop (benchmarks/README.md, QAT)
+    run_qat: bool | None = None  # train the INT8 models with fake quantization in the loop (None: when the build
+    # quantizes a model it prunes and recovers, in `qat.share` of recovery's time; benchmarks/README.md, QAT)
     prune: PruneConfig = field(default_factory=PruneConfig)  # ratio 0: no pruning
     recover: RecoverConfig = field(default_factory=RecoverConfig)  # epochs 0: no recovery
     export: ExportConfig = field(default_factory=ExportConfig)
-    calibrate: CalibrationConfig = field(default_factory=lambda: CalibrationConfig(method="search"))
-    qat: QatConfig = field(default_factory=QatConfig)  # with run_qat: starts from the calibration above
+    calibrate: CalibrationConfig = field(default_factory=lambda: CalibrationConfig(method=BUILD_METHOD))
+    qat: QatConfig = field(default_factory=QatConfig)  # with QAT: starts from the calibration above
     engine: EngineConfig = field(default_factory=lambda: EngineConfig(precision="int8"))  # the build's precision
     # the build's quick benchmark: 2 s a measurement; agreement is in the accuracy table already
     bench: BenchConfig = field(default_factory=lambda: BenchConfig(duration=2.0, agreement_images=0))
@@ -81,21 +83,42 @@ class BuildConfig:
         return self.pruning and self.run_recover and self.recover.epochs > 0
 
     @property
+    def qat_on(self) -> bool:
+        """run_qat as given, else on when the build quantizes a model it prunes and recovers
+        (not yet with an NMS appended to the graph)."""
+        if self.run_qat is not None:
+            return self.run_qat
+        return self.recovers and self.engine.precision == "int8" and self.export.nms is None
+
+    @property
     def sensitive_groups_in_float(self) -> int:
         """auto_exclude as given, else 4 for a pruned model calibrated without QAT and 0 otherwise
         (quantization-aware training keeps every conv but the detection head in INT8)."""
         if self.auto_exclude is not None:
             return self.auto_exclude
-        return AUTO_EXCLUDE_PRUNED if self.pruning and not self.run_qat else 0
+        return AUTO_EXCLUDE_PRUNED if self.pruning and not self.qat_on else 0
 
     def calibration(self) -> CalibrationConfig:
         return replace(self.calibrate, seed=self.seed, auto_exclude=self.sensitive_groups_in_float)
 
-    def recovery(self, hw) -> RecoverConfig:
-        return replace(self.recover, img_size=hw, seed=self.seed, device=self.device)
+    def _shared_time(self, n_images: int | None = None) -> tuple[RecoverConfig, QatConfig]:
+        """Recovery's and QAT's settings; QAT after recovery takes its share of recovery's time
+        (and of its step limit on ``n_images`` training images)."""
+        from ..core.machine import resolve_device
 
-    def qat_training(self, hw) -> QatConfig:
-        return replace(self.qat, img_size=hw, seed=self.seed, device=self.device)
+        rec, qat = self.recover, self.qat
+        if self.qat_on and self.recovers and qat.minutes is None:
+            steps = None if n_images is None else rec.epochs * max(1, n_images // rec.batch)
+            steps = min(steps, rec.max_steps) if steps is not None and rec.max_steps else steps
+            limit_s, qat = qat.sharing(rec.time_limit_s(resolve_device(self.device)), steps)
+            rec = replace(rec, minutes=limit_s / 60)
+        return rec, qat
+
+    def recovery(self, hw) -> RecoverConfig:
+        return replace(self._shared_time()[0], img_size=hw, seed=self.seed, device=self.device)
+
+    def qat_training(self, hw, n_images: int | None = None) -> QatConfig:
+        return replace(self._shared_time(n_images)[1], img_size=hw, seed=self.seed, device=self.device)
 
     def validate(self) -> None:
         """Every setting checked before any stage runs (a bad value must not surface after
@@ -123,12 +146,16 @@ class BuildConfig:
         self.img_size = as_hw(self.img_size)
         require(min(self.img_size) >= 32, "img_size", f"must be >= 32, got {self.img_size}")
         validate_nested(self, ["export", "engine", "bench", "calibrate"] + (["prune"] if self.pruning else [])
-                        + (["recover"] if self.recovers else []) + (["qat"] if self.run_qat else []))
+                        + (["recover"] if self.recovers else []) + (["qat"] if self.qat_on else []))
         if self.run_qat:
             require(self.engine.precision == "int8", "run_qat", f"trains INT8 models; precision is "
                     f"{self.engine.precision}", "Drop `run_qat` or set `engine.precision` to int8")
             require(self.export.nms is None, "run_qat", "does not yet carry an NMS appended to the graph",
                     "Drop `export.nms` or `run_qat`")
+        if self.qat_on:
+            require(self.auto_exclude in (None, 0), "auto_exclude", "does not apply to quantization-aware training, "
+                    "which keeps every conv but the detection head in INT8",
+                    "Name convs to keep in float with `calibrate.exclude`, or turn `run_qat` off")
         if self.pruning:  # a ratio that cannot narrow any layer of this model (0.99) is refused now
             from ..models import load
             from ..prune import check_ratio
@@ -146,13 +173,13 @@ class BuildConfig:
 def build_files() -> list:
     """Every name a build writes in its folder: its files and the folders it fills."""
     from ..quantize.calibration import STATS_FILE
-    from ..quantize.qat_export import QAT_RECORD
+    from ..quantize.qat_export import QAT_RECORD, QAT_STATE
     from ..recover import state_path
     from ..trt.sidecar import sidecar_path
 
-    return [MANIFEST, MODEL_ONNX, QAT_ONNX, QAT_RECORD, ENGINE, sidecar_path(Path(ENGINE)).name, PRUNED, RECOVERED,
-            state_path(Path(RECOVERED)).name, *ARTIFACTS.values(), STATS_FILE, ".calib-state.json", "eval.json",
-            "bench.json", "bench.png", "bench", ".recover-cache"]
+    return [MANIFEST, MODEL_ONNX, QAT_ONNX, QAT_RECORD, QAT_STATE, ENGINE, sidecar_path(Path(ENGINE)).name, PRUNED,
+            RECOVERED, state_path(Path(RECOVERED)).name, *ARTIFACTS.values(), STATS_FILE, ".calib-state.json",
+            "eval.json", "bench.json", "bench.png", "bench", ".recover-cache"]
 
 
 def refuse_foreign_files(out: Path) -> None:
@@ -181,6 +208,7 @@ class _Flow:
     table: dict | None = None  # the accuracy table: label -> AccuracyRow
     table_key: str = ""  # what the table was measured on (the engine's row joins it)
     gate: GateResult | None = None
+    recovered_s: float | None = None  # recovery's time when it stopped at its target (QAT keeps its share of it)
 
 
 class Build:
@@ -192,6 +220,7 @@ class Build:
         self.flow = _Flow()
         self.hw: tuple = ()  # the input size, fitted to the model's stride by the load stage
         self.split = None  # (training images, HoldOut, DataSpec), made once
+        self.imgs = None  # the calibration images (rank 0 selects them)
 
     # -- running -----------------------------------------------------------------------------
     def run(self) -> dict | None:
@@ -221,6 +250,8 @@ class Build:
             except BaseException:
                 self.manifest.save("failed")
                 raise
+            finally:
+                dist.teardown(self.d)
 
     def _stages(self) -> dict:
         o, f = self.o, self.flow
@@ -241,7 +272,7 @@ class Build:
         self.manifest.save("done" if passed else "failed-gate")
         summary = self.summary()
         if not passed:
-            raise GateError(gate_failure_line(f.gate, self.out), summary=summary)
+            raise GateError(gate_failure_line(f.gate, self.out, self.o.qat_on), summary=summary)
         return summary
 
     def _calibration_images(self):
@@ -381,6 +412,7 @@ class Build:
 
         rec = self.stage("recover", key, {"model": RECOVERED}, run)
         f.model_file, f.model_sha = str(self.path(RECOVERED)), rec.outputs["model"]["sha256"]
+        f.recovered_s = rec.info["seconds"] if rec.info.get("stopped") == "target" else None  # ended early
 
     def _recover(self, pruned):
         from ..models import load
@@ -401,8 +433,20 @@ class Build:
         self.hw = fit_img_size(o.img_size, int(max(model.head.stride.tolist())))
         if o.recovers and dist.broadcast_flag(self.d, False):
             self._recover(self.path(PRUNED))
+        minutes = dist.wait_for_main(self.d) if o.qat_on else 0.0  # rank 0 exports and calibrates first
+        if minutes > 0:
+            self._qat_rank(minutes)
         dist.teardown(self.d)
         return None
+
+    def _qat_rank(self, minutes: float) -> None:
+        """A torchrun rank other than 0: quantization-aware training beside rank 0 (for rank 0's
+        ``minutes``), from the model, ONNX and ranges rank 0 has just written."""
+        from ..recover.qat import qat_models
+
+        paths, _, spec = self.heldout()
+        cfg = replace(self.o.qat_training(self.hw, len(paths)), minutes=minutes)
+        qat_models(self._qat_job(paths, spec), cfg, self.o.calibration(), self.d)
 
     def export(self) -> None:
         o, f = self.o, self.flow
@@ -425,7 +469,7 @@ class Build:
         if o.engine.precision != "int8":
             return self.skip("calibrate", f"precision {o.engine.precision}")
         copts = o.calibration()
-        if o.run_qat:
+        if o.qat_on:
             return self._calibrate_qat(copts)
 
         def run():
@@ -444,35 +488,43 @@ class Build:
         model, itself), written through the same Q/DQ writer as calibration."""
         from ..data.selection import file_list_hash
         from ..quantize.qat_export import QAT_RECORD
+        from ..recover import dist
 
         o, f = self.o, self.flow
         paths, _, spec = self.heldout()
-        cfg = o.qat_training(self.hw)
+        cfg = o.qat_training(self.hw, len(paths))
+        if o.qat.minutes is None and f.recovered_s is not None:
+            cfg = cfg.within(f.recovered_s)
         key = {"onnx": f.onnx_sha, "model": f.model_sha, "teacher": self.w_sha, "images": self.imgs.list_hash,
                "train": file_list_hash(paths), "data": self.data_sha, **asdict(copts), "qat": asdict(cfg)}
 
+        told = []  # under torchrun the other ranks wait for word whether QAT runs (they train beside this one)
+
         def run():
-            return self._train_qat(copts, cfg, paths, spec)
+            return self._train_qat(copts, cfg, paths, spec, told)
 
         self.stage("calibrate", key, {**ARTIFACTS, "qat": QAT_RECORD, "qat-onnx": QAT_ONNX}, run)
+        if not told:
+            dist.wait_for_main(self.d, 0.0)  # no QAT: the other ranks stop waiting
 
-    def _train_qat(self, copts: CalibrationConfig, cfg: QatConfig, paths: list, spec) -> dict:
+    def _qat_job(self, paths: list, spec):
         from ..models import load
-        from ..quantize.qat_export import calibrated_ranges, start_qat, write_qat_models
-        from ..recover.qat import qat_finetune
+        from ..quantize.qat_export import QAT_STATE
+        from ..recover.qat import QatJob
 
-        onnx_path = self.path(MODEL_ONNX)
-        ranges = calibrated_ranges(onnx_path, self.imgs, self.out, method=copts.method,
-                                   num_images=copts.num_images, seed=copts.seed, exclude=copts.exclude)
-        q = start_qat(load(self.flow.model_file), onnx_path, ranges, cfg.flavour, learn=cfg.learn_scales)
-        res = qat_finetune(q, load(self.o.weights), paths, cfg, data=spec)
-        info = {"steps": res.steps, "seconds": round(res.seconds, 1), "device": res.device, "start": copts.method}
-        ex = write_qat_models(res.model, self.out, img_size=self.hw, fp32_onnx=self.path(QAT_ONNX),
-                              batch=self.o.export.batch, dynamic_batch=self.o.export.dynamic_batch,
-                              flavours=copts.flavours, trt_version=copts.trt_version, info=info)
-        G_LOGGER.info(f"quantization-aware training: {res.steps} steps in {res.seconds / 60:.1f} min on "
-                      f"{res.device}; ranges moved at most {max(map(abs, ex.moved.values()), default=0):.1%}")
-        return {"method": f"qat from {copts.method}", **info}
+        o = self.o
+        model = self.path(RECOVERED) if o.recovers else self.path(PRUNED) if o.pruning else Path(o.weights)
+        return QatJob(load(model), load(o.weights), self.path(MODEL_ONNX), self.imgs, paths, self.out,
+                      self.path(QAT_ONNX), spec, self.path(QAT_STATE), o.export.batch, o.export.dynamic_batch)
+
+    def _train_qat(self, copts: CalibrationConfig, cfg: QatConfig, paths: list, spec, told: list) -> dict:
+        from ..recover import dist
+        from ..recover.qat import qat_models
+
+        res, _ = qat_models(self._qat_job(paths, spec), cfg, copts, self.d,
+                            ready=lambda minutes: told.append(dist.wait_for_main(self.d, minutes)))
+        return {"method": f"qat from {copts.method}", "steps": res.steps, "seconds": round(res.seconds, 1),
+                "device": res.device, "world_size": res.world, "start": copts.method}
 
     def engine(self) -> None:
         from ..core.machine import gpu_facts, tensorrt_usable, tensorrt_version
@@ -529,14 +581,15 @@ class Build:
         """Accuracy of the unpruned FP32, the pruned FP32 and the INT8 models side by side
         (labelled mAP with --data, teacher agreement always), and the gate: the final model
         against the unpruned FP32 model."""
-        from .accuracy import FP32, UNPRUNED, candidates, measure, sources
+        from .accuracy import BEFORE_QAT, FP32, UNPRUNED, candidates, measure, sources
 
         o = self.o
         models = candidates(self.out, o.engine.precision, o.pruning, self.path(MODEL_ONNX), ARTIFACTS,
-                            self.path(QAT_ONNX) if o.run_qat else None)
+                            self.path(QAT_ONNX) if o.qat_on else None)
         _, holdout, spec = self.heldout()
         dev = _device(o.device)
-        checkpoints = {UNPRUNED: o.weights} | ({FP32: self.flow.model_file} if o.pruning and not o.run_qat else {})
+        trained = {BEFORE_QAT if o.qat_on else FP32: self.flow.model_file} if o.pruning else {}
+        checkpoints = {UNPRUNED: o.weights} | trained  # PyTorch runs these on a GPU
 
         def run():
             paths = {k: (self._baseline_onnx() if v is None else v) for k, v in models.items()}

@@ -42,13 +42,16 @@ FLAVOURS = {
 ARTIFACTS = {"cache": "calib.cache", "json": "calib.json", **{k: f.file for k, f in FLAVOURS.items()}}
 
 
+BUILD_METHOD = "search"  # the build's method, and QAT's start (fyexport recover --qat)
+
+
 @dataclass
 class CalibrationConfig:
     """The calibrate stage's settings."""
 
     num_images: int | None = 500  # images sampled (deterministically) from the folder
     batch: int = DEFAULT_BATCH  # images per histogram batch
-    method: str = "entropy"  # TensorRT's KL search (the build uses "search")
+    method: str = "entropy"  # TensorRT's KL search (the build uses BUILD_METHOD)
     percentile: float = 99.99
     seed: int = 0
     exclude: str | None = None  # regex of Conv node/tensor names kept in float

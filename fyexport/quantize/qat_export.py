@@ -20,6 +20,7 @@ from .calibration import ARTIFACTS, FLAVOURS, AmaxChoice
 from .qat import QuantRanges, prepare_qat, starting_ranges, strip_qat, trained_ranges
 
 QAT_RECORD = "qat.json"
+QAT_STATE = ".qat-state.pt"  # interrupted quantization-aware training, resumed by the next run
 
 
 @dataclass

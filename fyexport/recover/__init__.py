@@ -10,6 +10,7 @@ plus the supervised YOLO loss when labels are given.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from ..core.errors import InputError
@@ -71,9 +72,11 @@ def training_images(images=None, data=None, exclude=(), extra=()) -> tuple[list,
     return sorted(unique.values(), key=str), spec
 
 
-def recover_from_paths(pruned, teacher, images, data, output, cfg: RecoverConfig, resume: bool = False):
+def recover_from_paths(pruned, teacher, images, data, output, cfg: RecoverConfig, resume: bool = False,
+                       qat=None):
     """The ``fyexport recover`` command: validate everything, hold out images to measure the
-    kept fraction on (the validation split with labels), then :func:`recover`."""
+    kept fraction on (the validation split with labels), then :func:`recover`; with ``qat`` (a
+    QatConfig) :func:`recover_then_qat`."""
     from ..models import load
 
     out = Path(output)
@@ -91,7 +94,68 @@ def recover_from_paths(pruned, teacher, images, data, output, cfg: RecoverConfig
     if spec is not None and spec.nc != student.nc:
         raise InputError(f"{spec.path}: has {spec.nc} classes but the model has {student.nc}")
     paths, holdout = holdout_for(paths, spec, cfg, student.nc)
+    if qat is not None:
+        return recover_then_qat(student, teach, paths, out, cfg, qat, data=spec, resume=resume, holdout=holdout)
     return recover(student, teach, paths, out, cfg, data=spec, resume=resume, holdout=holdout)
+
+
+def recover_then_qat(student, teacher, paths: list, output: Path, cfg: RecoverConfig, qat, data=None,
+                     resume: bool = False, holdout: HoldOut | None = None):
+    """Recovery, then quantization-aware training in ``qat.share`` of its time (``fyexport
+    recover --qat``): ``output`` is the recovered FP32 model; beside it go its ONNX export
+    (``<stem>.onnx``), the FP32 twin of the QAT weights (``<stem>.qat.onnx``), calibration's
+    files and the Q/DQ models with the trained weights and ranges, and qat.json.  A resumed run
+    whose recovery had finished goes on with QAT.  Returns (model, summary) on rank 0."""
+    from ..core.machine import resolve_device
+    from ..models import load
+    from . import dist
+
+    d = dist.setup(resolve_device(cfg.device))
+    n_steps = cfg.epochs * max(1, len(paths) // d.world // cfg.batch)
+    limit_s, qcfg = qat.sharing(cfg.time_limit_s(d.device), min(n_steps, cfg.max_steps or n_steps))
+    rcfg = replace(cfg, minutes=limit_s / 60)
+    qcfg = replace(qcfg, img_size=rcfg.hw, seed=cfg.seed, device=cfg.device)
+    qat_state = output.with_name(output.stem + ".qat-state.pt")
+    if not resume:
+        qat_state.unlink(missing_ok=True)
+    model, summary = None, None
+    recovered = resume and qat_state.exists() and output.exists() and not state_path(output).exists()
+    if recovered:
+        G_LOGGER.info(f"{output}: recovery had finished; resuming quantization-aware training")
+    else:
+        model, summary = recover(student, teacher, paths, output, rcfg, data=data, resume=resume, holdout=holdout)
+    done = (load(output).meta.get("recover") or {}) if d.main else {}
+    if qat.minutes is None and done.get("stopped") == "target":  # recovery ended early: QAT keeps its share
+        qcfg = qcfg.within(done["seconds"])
+    _qat_after_recovery(output, teacher, paths, qcfg, data, qat_state, d)
+    dist.teardown(d)
+    return model, summary
+
+
+def _qat_after_recovery(output: Path, teacher, paths: list, qcfg, data, state: Path, d) -> None:
+    """Export the recovered model, calibrate it on (a sample of) the training images and train
+    with INT8 in the loop; rank 0 writes the models, the other ranks train beside it."""
+    from ..data.selection import ImageSet, file_list_hash, sample_images
+    from ..models import load
+    from ..onnx.export import ExportConfig, export_onnx
+    from ..quantize.calibration import BUILD_METHOD, CalibrationConfig
+    from . import dist
+    from .qat import QatJob, qat_models
+
+    onnx_path = output.with_suffix(".onnx")
+    calib = CalibrationConfig(method=BUILD_METHOD, seed=qcfg.seed)
+    sample = sample_images(paths, calib.num_images, calib.seed)
+    images = ImageSet(sample, len(paths), file_list_hash(sample), str(Path(os.path.commonpath(sample))))
+    if d.main:
+        export_onnx(load(output), onnx_path, ExportConfig(img_size=qcfg.hw))
+    else:
+        qcfg = replace(qcfg, minutes=dist.wait_for_main(d))  # rank 0's time limit: one schedule and state key
+    job = QatJob(load(output), teacher, onnx_path, images, paths, output.parent, output.with_suffix(".qat.onnx"),
+                 data, state)
+    done = qat_models(job, qcfg, calib, d, ready=(lambda m: dist.wait_for_main(d, m)) if d.main else None)
+    if done is not None:
+        files = [onnx_path, job.fp32_onnx, *done[1].files.values()]
+        G_LOGGER.info("wrote " + ", ".join(str(f) for f in files))
 
 
 def holdout_for(paths: list, spec, cfg: RecoverConfig, nc: int, n: int = HOLDOUT_IMAGES):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from ..core.errors import FyexportError
 
 DEFAULT_TIMEOUT_S = 120
+WAIT_TIMEOUT_S = 6 * 3600  # how long the other ranks wait for rank 0's work between two trainings
+_WAIT_GROUP = None  # a gloo group for those waits (the default group's timeout is the rendezvous's)
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: str = "cpu"
+    owns: bool = False  # this setup joined the group, its teardown leaves it (a build keeps one group for all)
 
     @property
     def main(self) -> bool:
@@ -39,6 +42,7 @@ def launched_by_torchrun() -> bool:
 
 def setup(device: str) -> Dist:
     """Join the process group torchrun started (if any); ``device`` is "cpu" or "cuda[:n]"."""
+    global _WAIT_GROUP
     if not launched_by_torchrun():
         return Dist(device=device)
     import torch
@@ -52,7 +56,8 @@ def setup(device: str) -> Dist:
                                 "Start at most one process per GPU ('torchrun --nproc-per-node N')")
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
-    if not td.is_initialized():
+    owns = not td.is_initialized()
+    if owns:
         timeout = datetime.timedelta(seconds=float(os.environ.get("FYEXPORT_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)))
         from ..core.log import native_output_silenced
 
@@ -64,7 +69,8 @@ def setup(device: str) -> Dist:
             raise FyexportError(f"rank {rank} of {world}: could not join the process group at {addr} within "
                                 f"{timeout.total_seconds():.0f} s ({type(e).__name__})",
                                 "Check that every machine runs the same torchrun command and can reach that address")
-    return Dist(rank, world, local, device)
+        _WAIT_GROUP = td.new_group(backend="gloo", timeout=datetime.timedelta(seconds=WAIT_TIMEOUT_S))
+    return Dist(rank, world, local, device, owns)
 
 
 def barrier(d: Dist) -> None:
@@ -123,9 +129,25 @@ def rank_mean(d: Dist):
     return mean
 
 
+def wait_for_main(d: Dist, value: float = 0.0) -> float:
+    """Rank 0's ``value`` on every rank, waiting as long as rank 0 works alone (export and
+    calibration between recovery and quantization-aware training) without the group timing out."""
+    if not d.active:
+        return value
+    import torch
+    import torch.distributed as td
+
+    t = torch.tensor([float(value)], dtype=torch.float64)
+    td.broadcast(t, 0, group=_WAIT_GROUP)
+    return float(t.item())
+
+
 def teardown(d: Dist) -> None:
-    if d.active:
+    """Leave the group if ``d``'s setup joined it."""
+    global _WAIT_GROUP
+    if d.active and d.owns:
         import torch.distributed as td
 
         if td.is_initialized():
             td.destroy_process_group()
+        _WAIT_GROUP = None
