@@ -431,14 +431,18 @@ def test_auto_exclude_keeps_the_most_harmful_groups_in_float(tiny_onnx, calib_im
         assert len(rep.float_convs) == 3 + len(convs) and len(rep.quantized_convs) == 55 - len(convs)
 
 
-def test_build_keeps_sensitive_groups_float_by_default_only_when_pruning():
+def test_build_keeps_sensitive_groups_float_by_default_only_when_pruning_without_qat():
+    """The post-training path keeps 4 scale groups in float when it prunes; QAT (the pruned
+    build's default) keeps none."""
     from fyexport.core.config import make_config
     from fyexport.pipeline.build import AUTO_EXCLUDE_PRUNED, BuildConfig
 
     def opts(ratio, **kw):
         return make_config(BuildConfig, {"weights": "w.pt", "calib": "c", "out": "o", "prune.ratio": ratio, **kw})
 
-    assert opts(0.5).sensitive_groups_in_float == AUTO_EXCLUDE_PRUNED == 4
+    assert opts(0.5, run_qat=False).sensitive_groups_in_float == AUTO_EXCLUDE_PRUNED == 4
+    assert opts(0.5, run_recover=False).sensitive_groups_in_float == AUTO_EXCLUDE_PRUNED  # no recovery: no QAT
+    assert opts(0.5).sensitive_groups_in_float == 0 and opts(0.5).qat_on
     assert opts(0.0).sensitive_groups_in_float == 0
     assert opts(0.5, auto_exclude=0).sensitive_groups_in_float == 0
     assert opts(0.0, auto_exclude=2).sensitive_groups_in_float == 2
