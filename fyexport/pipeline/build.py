@@ -108,8 +108,7 @@ class BuildConfig:
 
         rec, qat = self.recover, self.qat
         if self.qat_on and self.recovers and qat.minutes is None:
-            steps = None if n_images is None else rec.epochs * max(1, n_images // rec.batch)
-            steps = min(steps, rec.max_steps) if steps is not None and rec.max_steps else steps
+            steps = None if n_images is None else rec.step_limit(n_images)
             limit_s, qat = qat.sharing(rec.time_limit_s(resolve_device(self.device)), steps)
             rec = replace(rec, minutes=limit_s / 60)
         return rec, qat

@@ -111,8 +111,7 @@ def recover_then_qat(student, teacher, paths: list, output: Path, cfg: RecoverCo
     from . import dist
 
     d = dist.setup(resolve_device(cfg.device))
-    n_steps = cfg.epochs * max(1, len(paths) // d.world // cfg.batch)
-    limit_s, qcfg = qat.sharing(cfg.time_limit_s(d.device), min(n_steps, cfg.max_steps or n_steps))
+    limit_s, qcfg = qat.sharing(cfg.time_limit_s(d.device), cfg.step_limit(len(paths), d.world))
     rcfg = replace(cfg, minutes=limit_s / 60)
     qcfg = replace(qcfg, img_size=rcfg.hw, seed=cfg.seed, device=cfg.device)
     qat_state = output.with_name(output.stem + ".qat-state.pt")

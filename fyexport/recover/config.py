@@ -57,6 +57,11 @@ class RecoverConfig:
             "cuda" if device.startswith("cuda") else "cpu"]
         return minutes * 60
 
+    def step_limit(self, n_images: int, world: int = 1) -> int:
+        """The epoch and step limits in optimizer steps on ``n_images`` training images."""
+        steps = self.epochs * max(1, n_images // world // self.batch)
+        return min(steps, self.max_steps) if self.max_steps else steps
+
     def validate(self) -> None:
         require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
         require(self.batch >= 1, "batch", f"must be >= 1, got {self.batch}")

@@ -92,15 +92,16 @@ def broadcast_flag(d: Dist, value: bool) -> bool:
     return bool(t.item() > 0.5)
 
 
-def broadcast_value(d: Dist, value: float) -> float:
-    """Rank 0's ``value`` on every rank."""
+def broadcast_value(d: Dist, value: float, group=None) -> float:
+    """Rank 0's ``value`` on every rank (over ``group``, a gloo group: on the CPU)."""
     if not d.active:
         return value
     import torch
     import torch.distributed as td
 
-    t = torch.tensor([float(value)], dtype=torch.float64, device=d.device if d.device.startswith("cuda") else "cpu")
-    td.broadcast(t, 0)
+    on_gpu = group is None and d.device.startswith("cuda")
+    t = torch.tensor([float(value)], dtype=torch.float64, device=d.device if on_gpu else "cpu")
+    td.broadcast(t, 0, group=group)
     return float(t.item())
 
 
@@ -132,14 +133,7 @@ def rank_mean(d: Dist):
 def wait_for_main(d: Dist, value: float = 0.0) -> float:
     """Rank 0's ``value`` on every rank, waiting as long as rank 0 works alone (export and
     calibration between recovery and quantization-aware training) without the group timing out."""
-    if not d.active:
-        return value
-    import torch
-    import torch.distributed as td
-
-    t = torch.tensor([float(value)], dtype=torch.float64)
-    td.broadcast(t, 0, group=_WAIT_GROUP)
-    return float(t.item())
+    return broadcast_value(d, value, group=_WAIT_GROUP)
 
 
 def teardown(d: Dist) -> None:
